@@ -1,0 +1,150 @@
+"""DistributedDataClassifier: the few hooks a classifier implements; the engine does the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from curator.inference import cache
+from curator.inference.engine import BatchPlan, default_token_budget, resolve_device, run_batches, tokenize
+
+# Rows the reader marked as bad carry their reason here; they are never classified.
+ERROR_COLUMN = "_curator_error"
+
+
+class DistributedDataClassifier:
+    """Base class: subclass and implement `load_model`, `load_tokenizer` and `postprocess`.
+
+    Optional hooks: `format_text` (prompt formatting) and `model_key` (what makes two models differ).
+    The engine tokenises, sorts by length, batches under a token budget, runs `model(input_ids,
+    attention_mask)` and hands `postprocess` the outputs in the partition's row order.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        text_field: str = "text",
+        pred_column: str = "pred",
+        score_column: str | None = None,
+        prob_column: str | None = None,
+        keep_prob: bool = False,
+        max_chars: int | None = None,
+        max_length: int | None = None,
+        batch_size: int = 256,
+        token_budget: int | None = None,
+        device: str = "auto",
+        sort: bool = True,
+    ) -> None:
+        self.name = name
+        self.text_field = text_field
+        self.pred_column = pred_column
+        self.score_column = score_column
+        self.prob_column = prob_column
+        self.keep_prob = keep_prob
+        self.max_chars = max_chars
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.token_budget = token_budget
+        self.device = device
+        self.sort = sort
+
+    # ---- hooks ---------------------------------------------------------------------------------
+    def load_model(self, device: torch.device) -> torch.nn.Module:
+        """Build the model on `device`; called once per worker process (then cached)."""
+        raise NotImplementedError
+
+    def load_tokenizer(self) -> Any:
+        """The model's Hugging Face fast tokenizer."""
+        raise NotImplementedError
+
+    def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
+        """Turn model outputs (rows in partition order) into output columns."""
+        raise NotImplementedError
+
+    def format_text(self, text: str) -> str:
+        """Wrap a document before tokenising (prompt templates); identity by default."""
+        return text
+
+    def model_key(self) -> Hashable:
+        """What identifies this model in the per-worker cache; two different models never share a key."""
+        return (type(self).__qualname__, self.name)
+
+    @property
+    def labels(self) -> list[str]:
+        """Every label the prediction column can hold (empty for score-only classifiers)."""
+        return []
+
+    # ---- declared outputs ----------------------------------------------------------------------
+    def output_types(self) -> dict[str, pa.DataType]:
+        """Output columns and their fixed Arrow types (the same in every file of a run)."""
+        types: dict[str, pa.DataType] = {self.pred_column: pa.string()}
+        if self.score_column:
+            types[self.score_column] = pa.float32()
+        if self.keep_prob and self.prob_column:
+            types[self.prob_column] = pa.list_(pa.float32())
+        return types
+
+    def _typed(self, columns: pd.DataFrame) -> pd.DataFrame:
+        """Cast output columns to their declared dtypes (float32, str, object lists)."""
+        for column, kind in self.output_types().items():
+            if kind == pa.float32():
+                columns[column] = columns[column].astype("float32")
+            elif kind == pa.string():
+                columns[column] = columns[column].astype("str")
+            else:
+                columns[column] = columns[column].astype(object)
+        return columns
+
+    def meta(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The partition after classification, with no rows (Dask's `meta`)."""
+        empty = self._typed(pd.DataFrame({c: [] for c in self.output_types()}))
+        return frame.iloc[:0].assign(**{c: empty[c].to_numpy() for c in empty})
+
+    # ---- running -------------------------------------------------------------------------------
+    def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
+        device = resolve_device(self.device)
+        model = cache.get_or_load((self.model_key(), str(device), "model"), lambda: self.load_model(device))
+        tokenizer = cache.get_or_load((self.model_key(), "tokenizer"), self.load_tokenizer)
+        return model, tokenizer, device
+
+    def predict(self, texts: list[str]) -> dict[str, Any]:
+        """Classify texts in memory: the engine's whole path for one partition."""
+        model, tokenizer, device = self._runtime()
+        if self.max_chars is not None:
+            texts = [t[: self.max_chars] for t in texts]
+        texts = [self.format_text(t) for t in texts]
+        max_length = self.max_length or min(tokenizer.model_max_length, 512)
+        ids = tokenize(tokenizer, texts, max_length)
+        plan = BatchPlan(self.token_budget or default_token_budget(device), self.batch_size, self.sort)
+        outputs = run_batches(
+            ids,
+            lambda input_ids, mask: model(input_ids, mask),
+            plan,
+            pad_id=tokenizer.pad_token_id or 0,
+            device=device,
+            left_pad=tokenizer.padding_side == "left",
+        )
+        return self.postprocess(outputs)
+
+    def classify_partition(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Add this classifier's columns to a partition; rows marked bad by the reader get nulls."""
+        if self.text_field not in frame.columns:
+            raise KeyError(
+                f"Text field {self.text_field!r} not in the data; columns found: {list(frame.columns)}"
+            )
+        good = np.ones(len(frame), dtype=bool)
+        if ERROR_COLUMN in frame.columns:
+            good = frame[ERROR_COLUMN].isna().to_numpy()
+        texts = frame[self.text_field].to_numpy()[good].tolist()
+        predicted = pd.DataFrame(self.predict(texts) if texts else self.postprocess(np.empty((0,))))
+        predicted.index = np.flatnonzero(good)
+        columns = self._typed(predicted.reindex(range(len(frame))))
+        out = frame.copy()
+        for column in columns:
+            out[column] = columns[column].to_numpy()
+        return out

@@ -1,0 +1,62 @@
+"""Config → classifier objects: the one place that knows which family builds which class."""
+
+from __future__ import annotations
+
+from curator.classifiers.base import DistributedDataClassifier
+from curator.classifiers.zero_shot import ZeroShotClassifier
+from curator.config import ClassifierConfig, InferenceConfig
+
+FAMILIES = {"zero_shot": ZeroShotClassifier}
+
+
+def build_classifier(
+    name: str, cfg: ClassifierConfig, text_field: str, inference: InferenceConfig
+) -> DistributedDataClassifier:
+    """Build one classifier from its config; unknown families fail with the list of known ones."""
+    if cfg.family not in FAMILIES:
+        raise ValueError(
+            f"Classifier {name!r}: unknown family {cfg.family!r}; known families: {sorted(FAMILIES)}"
+        )
+    common = dict(
+        text_field=cfg.text_field or text_field,
+        pred_column=cfg.pred_column,
+        score_column=cfg.score_column,
+        prob_column=cfg.prob_column,
+        keep_prob=cfg.keep_prob,
+        max_chars=cfg.max_chars,
+        max_length=cfg.max_length,
+        batch_size=cfg.batch_size,
+        token_budget=inference.token_budget,
+        device=inference.device,
+        sort=inference.sort,
+    )
+    if cfg.family == "zero_shot":
+        return ZeroShotClassifier(
+            name,
+            model=cfg.model,
+            revision=cfg.revision,
+            labels=[(label.name, label.description) for label in cfg.labels],
+            temperature=cfg.temperature,
+            label_template=cfg.label_template,
+            **common,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_classifiers(
+    configs: dict[str, ClassifierConfig], text_field: str, inference: InferenceConfig
+) -> list[DistributedDataClassifier]:
+    """All classifiers of a run, in config order; their output columns must not collide."""
+    if not configs:
+        raise ValueError("No classifier selected: pass classifier=NAME (see `python run.py --help`).")
+    classifiers = [build_classifier(n, c, text_field, inference) for n, c in configs.items()]
+    seen: dict[str, str] = {}
+    for clf in classifiers:
+        for column in clf.output_types():
+            if column in seen:
+                raise ValueError(
+                    f"Classifiers {seen[column]!r} and {clf.name!r} both write column {column!r}; "
+                    f"set a different pred_column/score_column on one of them."
+                )
+            seen[column] = clf.name
+    return classifiers

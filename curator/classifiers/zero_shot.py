@@ -1,0 +1,100 @@
+"""Zero-shot labels from a sentence-embedding model: the label whose description is most similar."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from curator.classifiers.base import DistributedDataClassifier
+from curator.inference.engine import BatchPlan, run_batches, tokenize
+from curator.models.encoder import load_encoder, load_tokenizer
+from curator.models.hub import resolve_model
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average the token vectors a document really has (padding excluded), L2-normalised."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * weights).sum(dim=1)
+    return F.normalize(summed / weights.sum(dim=1).clamp(min=1e-9), p=2, dim=-1)
+
+
+class ZeroShotModel(torch.nn.Module):
+    """Encoder + fixed label embeddings: softmax(cosine(doc, labels) / temperature)."""
+
+    def __init__(self, encoder: torch.nn.Module, label_embeddings: torch.Tensor, temperature: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("label_embeddings", label_embeddings)
+        self.temperature = temperature
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence embeddings, as sentence-transformers computes them for this model."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        similarity = self.embed(input_ids, attention_mask) @ self.label_embeddings.T
+        return torch.softmax(similarity / self.temperature, dim=-1)
+
+
+class ZeroShotClassifier(DistributedDataClassifier):
+    """Labels defined by name + description in YAML; no training, any label set."""
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        labels: Sequence[tuple[str, str]],
+        temperature: float = 0.05,
+        label_template: str = "{description}",
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        if not labels:
+            raise ValueError(f"Zero-shot classifier {name!r} needs at least one label.")
+        names = [label for label, _ in labels]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"Zero-shot classifier {name!r} has duplicate labels: {duplicates}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model = model
+        self.revision = revision
+        self.label_names = names
+        self.label_texts = [label_template.format(name=n, description=d or n) for n, d in labels]
+        self.temperature = temperature
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.label_names)
+
+    def model_key(self) -> Hashable:
+        return ("zero_shot", self.model, self.revision, tuple(self.label_texts), self.temperature)
+
+    def load_tokenizer(self) -> Any:
+        return load_tokenizer(resolve_model(self.model, self.revision))
+
+    def load_model(self, device: torch.device) -> torch.nn.Module:
+        folder = resolve_model(self.model, self.revision)
+        encoder = load_encoder(folder).to(device)
+        model = ZeroShotModel(encoder, torch.zeros(0), self.temperature)
+        tokenizer = self.load_tokenizer()
+        ids = tokenize(tokenizer, self.label_texts, self.max_length or 256)
+        embeddings = run_batches(ids, model.embed, BatchPlan(16384, 64), tokenizer.pad_token_id or 0, device)
+        model.label_embeddings = torch.from_numpy(embeddings).to(device)
+        return model.eval()
+
+    def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
+        probs = outputs.reshape(-1, len(self.label_names)).astype(np.float32)
+        best = probs.argmax(axis=1)
+        columns: dict[str, Any] = {self.pred_column: np.asarray(self.label_names, dtype=object)[best]}
+        if self.score_column:
+            columns[self.score_column] = probs[np.arange(len(probs)), best]
+        if self.keep_prob and self.prob_column:
+            columns[self.prob_column] = list(probs)
+        return columns

@@ -1,0 +1,19 @@
+"""The Hydra application behind both `python run.py` and the `curator` console script."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from curator.config import register_configs, to_config
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Compose the config, hand plain dataclasses to the pipeline, keep the report in Hydra's run dir."""
+    from curator import pipeline
+
+    pipeline.run(to_config(cfg), run_dir=HydraConfig.get().runtime.output_dir)

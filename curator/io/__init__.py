@@ -1,0 +1,1 @@
+"""Reading inputs into partitions and writing one output file per input file."""

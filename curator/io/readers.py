@@ -1,0 +1,108 @@
+"""Read one input file into a pandas partition; bad records are marked, never dropped."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from curator.classifiers.base import ERROR_COLUMN
+from curator.io.files import InputFile
+
+RAW_COLUMN = "_curator_raw"  # the raw line of a record that could not be parsed
+LINE_COLUMN = "_curator_line"  # 1-based JSONL line or 0-based Parquet row, for ids and quarantine
+HIDDEN_PREFIX = "_curator_"
+
+
+def _parse_line(raw: bytes, text_field: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A JSON object and None, or None and the reason it is not a usable record."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"invalid UTF-8: {err}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        return None, f"invalid JSON: {err}"
+    if not isinstance(record, dict):
+        return None, f"not a JSON object: {type(record).__name__}"
+    return record, _text_problem(record.get(text_field, _MISSING), text_field)
+
+
+_MISSING = object()
+
+
+def _text_problem(value: Any, text_field: str) -> str | None:
+    """Why a text value cannot be classified, or None when it can."""
+    if value is _MISSING:
+        return f"missing text field {text_field!r}"
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return f"text field {text_field!r} is null"
+    if not isinstance(value, str):
+        return f"text field {text_field!r} is {type(value).__name__}, not a string"
+    return None
+
+
+def read_jsonl(spec: InputFile, text_field: str, limit: int | None = None) -> pd.DataFrame:
+    """Every line of a JSONL file (plain or compressed) as a row; input values keep their JSON types."""
+    records: list[dict[str, Any]] = []
+    errors: list[str | None] = []
+    raws: list[str | None] = []
+    lines: list[int] = []
+    with fsspec.open(spec.path, "rb", compression="infer") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if limit is not None and len(records) >= limit:
+                break
+            if not raw.strip():
+                continue
+            record, problem = _parse_line(raw.rstrip(b"\r\n"), text_field)
+            records.append(record or {})
+            errors.append(problem)
+            raws.append(raw.decode("utf-8", errors="replace").rstrip("\r\n") if record is None else None)
+            lines.append(number)
+    frame = pd.DataFrame.from_records(records, index=range(len(records))).astype(object)
+    return _finish(frame, errors, raws, lines)
+
+
+def read_parquet(spec: InputFile, text_field: str, limit: int | None = None) -> pd.DataFrame:
+    """A Parquet file as a partition; rows whose text is not a string are marked bad."""
+    with fsspec.open(spec.path, "rb") as handle:
+        table = pq.read_table(handle)
+    if limit is not None:
+        table = table.slice(0, limit)
+    frame = table.to_pandas()
+    if text_field in frame.columns:
+        errors = [_text_problem(v, text_field) for v in frame[text_field].tolist()]
+    else:
+        errors = [f"missing text field {text_field!r}"] * len(frame)
+    return _finish(frame, errors, [None] * len(frame), list(range(len(frame))))
+
+
+def _finish(frame: pd.DataFrame, errors: list, raws: list, lines: list) -> pd.DataFrame:
+    frame[ERROR_COLUMN] = pd.Series(errors, index=frame.index, dtype=object)
+    frame[RAW_COLUMN] = pd.Series(raws, index=frame.index, dtype=object)
+    frame[LINE_COLUMN] = np.asarray(lines, dtype=np.int64)
+    return frame
+
+
+def read_file(spec: InputFile, text_field: str, id_field: str) -> pd.DataFrame:
+    """One input file as a partition, with a stable id column (the input's, else `name:line`)."""
+    reader = read_jsonl if spec.format == "jsonl" else read_parquet
+    frame = reader(spec, text_field)
+    if id_field not in frame.columns:
+        ids = [f"{spec.stem}:{n}" for n in frame[LINE_COLUMN].tolist()]
+        frame.insert(0, id_field, pd.Series(ids, index=frame.index, dtype=object))
+    return frame
+
+
+def peek_columns(spec: InputFile, text_field: str) -> list[str]:
+    """Column names of the first records of a file (cheap: for start-up checks and Dask meta)."""
+    if spec.format == "parquet":
+        with fsspec.open(spec.path, "rb") as handle:
+            return list(pq.read_schema(handle).names)
+    frame = read_jsonl(spec, text_field, limit=100)
+    return [c for c in frame.columns if not c.startswith(HIDDEN_PREFIX)]

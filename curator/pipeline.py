@@ -1,0 +1,84 @@
+"""The flow: config → cluster → read → classify → filter → write → report. Tests call `run` directly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import dask
+import dask.dataframe as dd
+
+from curator.classifiers.base import DistributedDataClassifier
+from curator.classifiers.registry import build_classifiers
+from curator.cluster import connect
+from curator.config import Config
+from curator.filters import build_filter
+from curator.io.files import InputFile, discover
+from curator.io.readers import peek_columns, read_file
+from curator.io.writers import OutputTarget, write_partition
+from curator.report import format_summary, save_summary, summarise
+
+log = logging.getLogger(__name__)
+
+
+def output_path(cfg: Config) -> str:
+    """The data folder: configured, or derived from dataset + classifiers (no timestamp: reruns resume)."""
+    if cfg.output.path:
+        return os.path.abspath(os.path.expanduser(cfg.output.path))
+    return os.path.abspath(os.path.join("outputs", "data", cfg.dataset.name, "+".join(cfg.classifier)))
+
+
+def check_inputs(inputs: list[InputFile], classifiers: list[DistributedDataClassifier]) -> None:
+    """Fail before any work when the first file lacks a classifier's text field."""
+    columns = peek_columns(inputs[0], classifiers[0].text_field)
+    for clf in classifiers:
+        if clf.text_field not in columns:
+            raise ValueError(
+                f"Text field {clf.text_field!r} is not in {inputs[0].path}; columns found: {columns}. "
+                "Set dataset.text_field to the column that holds the text."
+            )
+
+
+def classify_dataset(
+    inputs: list[InputFile], classifiers: list[DistributedDataClassifier], text_field: str, id_field: str
+) -> dd.DataFrame:
+    """A lazy Dask DataFrame, one partition per input file, with every classifier's columns added."""
+    meta = read_file(inputs[0], text_field, id_field).iloc[:0]
+    frame = dd.from_map(
+        read_file, inputs, text_field=text_field, id_field=id_field, meta=meta, enforce_metadata=False
+    )
+    for clf in classifiers:
+        frame = frame.map_partitions(
+            clf.classify_partition, meta=clf.meta(frame._meta), enforce_metadata=False
+        )
+    return frame
+
+
+def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
+    """Classify, filter and write a dataset as configured; return (and save) the summary."""
+    started = time.perf_counter()
+    inputs = discover(cfg.dataset.path, cfg.dataset.format)
+    classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)
+    flt = build_filter(cfg.filter, classifiers)
+    check_inputs(inputs, classifiers)
+    target = OutputTarget(output_path(cfg), cfg.output.format, cfg.filter.write_filtered)
+    log.info("%d input file(s) → %s", len(inputs), target.path)
+    with connect(cfg.cluster):
+        frame = classify_dataset(inputs, classifiers, cfg.dataset.text_field, cfg.dataset.id_field)
+        writes = [
+            dask.delayed(write_partition)(part, spec, target, flt, classifiers)
+            for part, spec in zip(frame.to_delayed(), inputs, strict=True)
+        ]
+        stats = list(dask.compute(*writes))
+    summary = summarise(stats, time.perf_counter() - started, target.path)
+    if run_dir:
+        summary["report"] = save_summary(summary, run_dir)
+    log.info(
+        "Done: read %d, written %d, filtered %d, quarantined %d in %.1f s → %s",
+        *(summary[k] for k in ("read", "written", "filtered", "quarantined", "seconds", "output_path")),
+    )
+    if not cfg.quiet:
+        print(format_summary(summary))
+    return summary

