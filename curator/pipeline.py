@@ -65,7 +65,8 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     check_inputs(inputs, classifiers)
     target = OutputTarget(output_path(cfg), cfg.output.format, cfg.filter.write_filtered)
     log.info("%d input file(s) → %s", len(inputs), target.path)
-    with connect(cfg.cluster):
+    # Input columns pass through as read: no object → string conversion by Dask.
+    with connect(cfg.cluster), dask.config.set({"dataframe.convert-string": False}):
         frame = classify_dataset(inputs, classifiers, cfg.dataset.text_field, cfg.dataset.id_field)
         writes = [
             dask.delayed(write_partition)(part, spec, target, flt, classifiers)

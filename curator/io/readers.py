@@ -64,8 +64,19 @@ def read_jsonl(spec: InputFile, text_field: str, limit: int | None = None) -> pd
             errors.append(problem)
             raws.append(raw.decode("utf-8", errors="replace").rstrip("\r\n") if record is None else None)
             lines.append(number)
-    frame = pd.DataFrame.from_records(records, index=range(len(records))).astype(object)
-    return _finish(frame, errors, raws, lines)
+    return _finish(_object_frame(records), errors, raws, lines)
+
+
+def _object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Columns of Python objects exactly as parsed (no int→float promotion for missing values)."""
+    columns = dict.fromkeys(key for record in records for key in record)
+    data = {}
+    for column in columns:
+        values = np.empty(len(records), dtype=object)
+        for i, record in enumerate(records):  # item by item: list values must not broadcast
+            values[i] = record.get(column)
+        data[column] = values
+    return pd.DataFrame(data, index=pd.RangeIndex(len(records)))
 
 
 def read_parquet(spec: InputFile, text_field: str, limit: int | None = None) -> pd.DataFrame:

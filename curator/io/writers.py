@@ -64,15 +64,16 @@ def write_frame(
 
 def _quarantine_records(bad: pd.DataFrame, spec: InputFile) -> list[dict[str, Any]]:
     """One JSON record per bad input: where it came from, why, and what it was."""
+    records = json.loads(_visible(bad).to_json(orient="records", default_handler=str))
     out = []
-    visible = _visible(bad)
-    for (_, row), (_, data) in zip(bad.iterrows(), visible.iterrows()):
-        entry: dict[str, Any] = {"input_file": spec.path, "line": int(row[LINE_COLUMN])}
-        entry["reason"] = row[ERROR_COLUMN]
-        if row[RAW_COLUMN] is not None:
-            entry["raw"] = row[RAW_COLUMN]
+    for line, reason, raw, record in zip(
+        bad[LINE_COLUMN].tolist(), bad[ERROR_COLUMN].tolist(), bad[RAW_COLUMN].tolist(), records
+    ):
+        entry: dict[str, Any] = {"input_file": spec.path, "line": int(line), "reason": reason}
+        if raw is not None:
+            entry["raw"] = raw
         else:
-            entry["record"] = json.loads(data.to_json(default_handler=str))
+            entry["record"] = record
         out.append(entry)
     return out
 

@@ -1,0 +1,57 @@
+"""`python run.py` in a subprocess, as a user runs it: real LocalCluster, real model, real files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import DOCS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_run_py_classifies_filters_and_reports(docs_dir: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            f"dataset.path={docs_dir}",
+            "dataset.name=tiny",
+            "filter.keep=[Sports,Food_and_Drink,Pets_and_Animals]",
+            "filter.write_filtered=true",
+            "output.format=parquet",
+            "cluster.n_workers=2",
+            "cluster.torch_threads=1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "outputs" / "data" / "tiny" / "zero_shot_domain"
+    kept = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("*.parquet")))
+    dropped = pd.concat(pd.read_parquet(p) for p in sorted((out / "filtered").glob("*.parquet")))
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["a.parquet", "b.parquet", "c.parquet"]
+    assert sorted(kept["domain_pred"]) == ["Food_and_Drink", "Pets_and_Animals", "Sports"]
+    assert (kept["domain_pred"] == kept["gold"]).all() and len(kept) + len(dropped) == len(DOCS)
+    assert list(kept.columns) == ["id", "gold", "text", "domain_pred", "domain_score"]
+    assert f"Documents read {len(DOCS)}, written 3, filtered 3, quarantined 0" in result.stdout
+    assert f"Output: {out}" in result.stdout and "docs/s" in result.stdout
+    run_dirs = [p for p in (tmp_path / "outputs").glob("*/*") if (p / ".hydra").is_dir()]
+    assert len(run_dirs) == 1 and (run_dirs[0] / "summary.json").exists()
+    assert (run_dirs[0] / "classify.log").exists()
+
+
+@pytest.mark.slow
+def test_console_script_is_the_same_app(tmp_path: Path) -> None:
+    script = shutil.which("curator", path=str(Path(sys.executable).parent))
+    assert script, "the `curator` console script is not installed next to this Python"
+    shown = subprocess.run([script, "--cfg", "job"], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert "zero_shot_domain:" in shown.stdout and "text_field: text" in shown.stdout

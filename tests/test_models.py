@@ -1,0 +1,83 @@
+"""Model loading: strict safetensors, sharded checkpoints, offline resolution with clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from curator.models.encoder import load_encoder
+from curator.models.hub import ModelNotAvailableError, resolve_model
+from curator.models.weights import CheckpointMismatchError, read_safetensors
+
+
+def test_embedded_model_resolves_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+
+
+def test_missing_hub_model_offline_says_what_and_how(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelNotAvailableError) as err:
+        resolve_model("nvidia/some-model-that-is-not-cached")
+    message = str(err.value)
+    assert "nvidia/some-model-that-is-not-cached" in message
+    assert "local folder" in message and "HF_TOKEN" in message
+
+
+def test_missing_local_path_is_named() -> None:
+    with pytest.raises(ModelNotAvailableError, match="does not exist"):
+        resolve_model("./no/such/model")
+
+
+def test_tiny_bert_loads_strictly(tiny_bert: Path) -> None:
+    model = load_encoder(tiny_bert)
+    saved = load_file(str(tiny_bert / "model.safetensors"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_key_mismatch_is_an_error_naming_the_keys(tiny_bert: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bert, broken)
+    state = load_file(str(broken / "model.safetensors"))
+    state["encoder.layer.0.attention.self.qeury.weight"] = state.pop(
+        "encoder.layer.0.attention.self.query.weight"
+    )
+    save_file(state, str(broken / "model.safetensors"))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_encoder(broken)
+    assert "encoder.layer.0.attention.self.query.weight" in str(err.value)
+    assert "qeury" in str(err.value)
+
+
+def test_sharded_checkpoint_reads_like_a_single_file(tiny_bert: Path, tmp_path: Path) -> None:
+    sharded = tmp_path / "sharded"
+    shutil.copytree(tiny_bert, sharded)
+    state = load_file(str(sharded / "model.safetensors"))
+    (sharded / "model.safetensors").unlink()
+    keys = sorted(state)
+    halves = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in halves.items():
+        save_file({k: state[k] for k in part}, str(sharded / name))
+    index = {"metadata": {}, "weight_map": {k: n for n, ks in halves.items() for k in ks}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert read_safetensors(sharded).keys() == state.keys()
+    single, split = load_encoder(tiny_bert), load_encoder(sharded)
+    for key, value in single.state_dict().items():
+        assert torch.equal(value, split.state_dict()[key])
+
+
+def test_pickle_only_checkpoint_is_refused(tiny_bert: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "pickle"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({}, folder / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="pickle checkpoints are not loaded"):
+        load_encoder(folder)
