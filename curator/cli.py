@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import distributed  # noqa: F401  (imported before Hydra configures logging, so our levels win)
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig

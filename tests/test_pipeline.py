@@ -13,7 +13,7 @@ from distributed import Client, LocalCluster
 
 from curator import pipeline
 from curator.inference import cache
-from tests.conftest import DOCS, write_jsonl
+from tests.conftest import DOCS, compose_config, write_jsonl
 
 
 def read_outputs(folder: Path, suffix: str = ".jsonl") -> dict[str, pd.DataFrame]:
@@ -151,3 +151,35 @@ def test_local_cluster_loads_the_model_once_per_worker_and_matches_sync(
     assert distributed_summary["read"] == 5 * len(DOCS)
     for name, frame in sync_out.items():
         pd.testing.assert_frame_equal(frame, distributed_out[name])
+
+
+def test_user_defined_label_set_from_an_own_config_dir(tmp_path: Path) -> None:
+    conf = tmp_path / "my_conf" / "classifier"
+    conf.mkdir(parents=True)
+    (conf / "tickets.yaml").write_text(
+        "# @package classifier.tickets\n"
+        "family: zero_shot\nmodel: sentence-transformers/all-MiniLM-L6-v2\n"
+        "pred_column: ticket_pred\nscore_column: ticket_score\n"
+        "labels:\n"
+        "  - {name: billing, description: 'Questions about invoices, refunds and charges.'}\n"
+        "  - {name: bug, description: 'Reports that the app crashes, shows an error or does not work.'}\n"
+    )
+    write_jsonl(
+        tmp_path / "in" / "t.jsonl",
+        [
+            {"text": "I was charged twice on my last invoice, please refund me."},
+            {"text": "The app crashes with an error every time I open settings."},
+        ],
+    )
+    cfg = compose_config(
+        [
+            f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]",
+            "classifier=tickets",
+            "cluster=sync",
+            "quiet=true",
+            f"dataset.path={tmp_path / 'in'}",
+            f"output.path={tmp_path / 'out'}",
+        ]
+    )
+    pipeline.run(cfg)
+    assert read_outputs(tmp_path / "out")["t.jsonl"]["ticket_pred"].tolist() == ["billing", "bug"]
