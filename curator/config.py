@@ -82,9 +82,13 @@ class FilterConfig:
 class InferenceConfig:
     """How batches are formed and where the model runs."""
 
+    engine: str = "native"  # native (this project's batcher) | crossfit (GPU + cuDF only)
     device: str = "auto"  # auto | cpu | cuda
-    token_budget: int | None = None  # rows x padded length per batch; None: device default
-    sort: bool = True  # sort by token length before batching
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+    token_budget: int | None = None  # rows x padded length per batch; None: 16384 on CPU, from memory on CUDA
+    sort: bool = True  # sort by token length before batching (off only to measure what it buys)
+    prefetch: bool | None = None  # pad/copy the next batch in a thread; None: on for CUDA, off for CPU
+    quantize: str | None = None  # int8: dynamic int8 quantisation of Linear layers (CPU only)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from curator.classifiers.zero_shot import ZeroShotClassifier
+from curator.config import InferenceConfig
 from curator.inference.engine import BatchPlan, run_batches, tokenize
 from tests.conftest import DOCS, MINILM, compose_config
 
@@ -50,8 +51,8 @@ def test_obvious_documents_get_their_domain() -> None:
 
 def test_batching_does_not_change_results() -> None:
     texts = [text for _, text in DOCS] * 3
-    small = domain_classifier(token_budget=64, batch_size=2).predict(texts)
-    large = domain_classifier(token_budget=100000, batch_size=256).predict(texts)
+    small = domain_classifier(inference=InferenceConfig(token_budget=64), batch_size=2).predict(texts)
+    large = domain_classifier(inference=InferenceConfig(token_budget=100000), batch_size=256).predict(texts)
     assert list(small["domain_pred"]) == list(large["domain_pred"])
     np.testing.assert_allclose(small["domain_score"], large["domain_score"], atol=1e-5)
 

@@ -10,8 +10,19 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from curator.config import InferenceConfig
 from curator.inference import cache
-from curator.inference.engine import BatchPlan, default_token_budget, resolve_device, run_batches, tokenize
+from curator.inference.engine import (
+    BatchPlan,
+    RunStats,
+    check_engine,
+    quantize_int8,
+    resolve_autocast,
+    resolve_device,
+    run_batches,
+    tokenize,
+)
+from curator.inference.memory import DEFAULT_CPU_TOKEN_BUDGET, cuda_token_budget
 
 # Rows the reader marked as bad carry their reason here; they are never classified.
 ERROR_COLUMN = "_curator_error"
@@ -36,9 +47,7 @@ class DistributedDataClassifier:
         max_chars: int | None = None,
         max_length: int | None = None,
         batch_size: int = 256,
-        token_budget: int | None = None,
-        device: str = "auto",
-        sort: bool = True,
+        inference: InferenceConfig | None = None,
     ) -> None:
         self.name = name
         self.text_field = text_field
@@ -48,10 +57,10 @@ class DistributedDataClassifier:
         self.keep_prob = keep_prob
         self.max_chars = max_chars
         self.max_length = max_length
-        self.batch_size = batch_size
-        self.token_budget = token_budget
-        self.device = device
-        self.sort = sort
+        self.batch_size = batch_size  # a cap on rows per batch; the token budget decides the size
+        self.inference = inference or InferenceConfig()
+        check_engine(self.inference)
+        self.last_stats = RunStats()
 
     # ---- hooks ---------------------------------------------------------------------------------
     def load_model(self, device: torch.device) -> torch.nn.Module:
@@ -107,10 +116,29 @@ class DistributedDataClassifier:
 
     # ---- running -------------------------------------------------------------------------------
     def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
-        device = resolve_device(self.device)
-        model = cache.get_or_load((self.model_key(), str(device), "model"), lambda: self.load_model(device))
+        device = resolve_device(self.inference.device)
+        key = (self.model_key(), str(device), self.inference.quantize)
+        model = cache.get_or_load((*key, "model"), lambda: self._prepared_model(device))
         tokenizer = cache.get_or_load((self.model_key(), "tokenizer"), self.load_tokenizer)
         return model, tokenizer, device
+
+    def _prepared_model(self, device: torch.device) -> torch.nn.Module:
+        model = self.load_model(device).eval()
+        if self.inference.quantize == "int8":
+            model = quantize_int8(model, device)
+        return model
+
+    def token_budget(self, model: torch.nn.Module, device: torch.device, max_length: int) -> int:
+        """The configured budget, else 16384 tokens on CPU, else what free CUDA memory allows."""
+        if self.inference.token_budget:
+            return self.inference.token_budget
+        if device.type != "cuda":
+            return DEFAULT_CPU_TOKEN_BUDGET
+        config = getattr(model, "config", None) or getattr(getattr(model, "encoder", None), "config", None)
+        autocast = resolve_autocast(self.inference.dtype, device)
+        dtype_bytes = torch.finfo(autocast).bits // 8 if autocast else 4
+        key = (self.model_key(), str(device), dtype_bytes, max_length, "budget")
+        return cache.get_or_load(key, lambda: cuda_token_budget(config, device, max_length, dtype_bytes))
 
     def predict(self, texts: list[str]) -> dict[str, Any]:
         """Classify texts in memory: the engine's whole path for one partition."""
@@ -120,7 +148,15 @@ class DistributedDataClassifier:
         texts = [self.format_text(t) for t in texts]
         max_length = self.max_length or min(tokenizer.model_max_length, 512)
         ids = tokenize(tokenizer, texts, max_length)
-        plan = BatchPlan(self.token_budget or default_token_budget(device), self.batch_size, self.sort)
+        prefetch = self.inference.prefetch
+        plan = BatchPlan(
+            token_budget=self.token_budget(model, device, max_length),
+            max_rows=self.batch_size,
+            sort=self.inference.sort,
+            autocast=resolve_autocast(self.inference.dtype, device),
+            prefetch=device.type == "cuda" if prefetch is None else prefetch,
+        )
+        self.last_stats = RunStats()
         outputs = run_batches(
             ids,
             lambda input_ids, mask: model(input_ids, mask),
@@ -128,6 +164,7 @@ class DistributedDataClassifier:
             pad_id=tokenizer.pad_token_id or 0,
             device=device,
             left_pad=tokenizer.padding_side == "left",
+            stats=self.last_stats,
         )
         return self.postprocess(outputs)
 

@@ -26,9 +26,7 @@ def build_classifier(
         max_chars=cfg.max_chars,
         max_length=cfg.max_length,
         batch_size=cfg.batch_size,
-        token_budget=inference.token_budget,
-        device=inference.device,
-        sort=inference.sort,
+        inference=inference,
     )
     if cfg.family == "zero_shot":
         return ZeroShotClassifier(

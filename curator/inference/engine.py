@@ -1,27 +1,44 @@
-"""Run a model over a list of texts: tokenise, sort, batch under a token budget, restore order."""
+"""Run a model over tokenised rows: sort, batch under a token budget, back off on OOM, restore order."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from curator.inference.batching import length_order, plan_batches
+from curator.inference.batching import length_order, next_batch_end
 
-# rows x padded length per batch on CPU: large enough to keep matmuls efficient, small enough for cache.
-DEFAULT_CPU_TOKEN_BUDGET = 16384
-DEFAULT_CUDA_TOKEN_BUDGET = 262144
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
 class BatchPlan:
-    """How a partition is cut into batches."""
+    """How a partition is cut into batches and run."""
 
     token_budget: int
     max_rows: int
     sort: bool = True
+    autocast: torch.dtype | None = None  # CUDA autocast dtype (None: run in the weights' dtype)
+    prefetch: bool = False  # prepare the next batch in a thread while the model runs
+
+
+@dataclass
+class RunStats:
+    """What a run of batches cost: for benchmarks and logs."""
+
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    oom_retries: int = 0
+    final_budget: int = 0
 
 
 def resolve_device(device: str) -> torch.device:
@@ -31,9 +48,45 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def default_token_budget(device: torch.device) -> int:
-    """The configured budget's fallback per device type."""
-    return DEFAULT_CUDA_TOKEN_BUDGET if device.type == "cuda" else DEFAULT_CPU_TOKEN_BUDGET
+def resolve_autocast(dtype: str, device: torch.device) -> torch.dtype | None:
+    """'auto' is bf16 autocast on CUDA and plain float32 on CPU."""
+    if device.type != "cuda":
+        return None
+    if dtype == "auto":
+        return torch.bfloat16
+    return None if dtype == "float32" else DTYPES[dtype]
+
+
+def check_engine(inference: Any) -> None:
+    """Fail early, and clearly, when the chosen engine cannot run here."""
+    if inference.engine == "native":
+        return
+    if inference.engine != "crossfit":
+        raise ValueError(f"inference.engine={inference.engine!r}: choose native or crossfit.")
+    if not torch.cuda.is_available():
+        raise RuntimeError("inference.engine=crossfit needs a CUDA GPU; use inference.engine=native here.")
+    try:
+        import crossfit  # noqa: F401
+        import cudf  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(
+            f"inference.engine=crossfit needs RAPIDS cuDF and CrossFit ({err}); install the `gpu` extra "
+            "(pip install -e '.[gpu]' from the RAPIDS index) or use inference.engine=native."
+        ) from err
+    raise NotImplementedError("inference.engine=crossfit is not wired into this version; use native.")
+
+
+def quantize_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per batch)."""
+    if device.type != "cpu":
+        raise ValueError("inference.quantize=int8 is a CPU option; on CUDA use inference.dtype=bfloat16.")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # torch marks eager dynamic quantisation deprecated in favour of torchao
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -54,16 +107,41 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]
 def pad_batch(ids: Sequence[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad a batch to its longest row on the tokenizer's padding side; return (input_ids, attention_mask)."""
     width = max(len(row) for row in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
     for i, row in enumerate(ids):
-        if left:
-            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        else:
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-    return input_ids, mask
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        input_ids[i, span] = row
+        mask[i, span] = 1
+    return torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+
+def is_oom(err: BaseException) -> bool:
+    """A device out-of-memory error (CUDA raises OutOfMemoryError; some backends a RuntimeError)."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    )
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+class _Inline:
+    """An executor that runs work at once (prefetch off): same interface, no thread."""
+
+    def submit(self, fn: Callable, *args: object) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def run_batches(
@@ -73,19 +151,63 @@ def run_batches(
     pad_id: int,
     device: torch.device,
     left_pad: bool = False,
+    stats: RunStats | None = None,
 ) -> np.ndarray:
-    """Apply `forward(input_ids, attention_mask) -> [rows, ...]` to every row, results in input order."""
-    lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+    """Apply `forward(input_ids, attention_mask) -> [rows, ...]` to every row; results in input order.
+
+    With `plan.prefetch` the next batch is padded (and copied to the device) in a thread while the model
+    runs the current one. On an out-of-memory error the failed batch is planned again under half its
+    padded size, and that lower budget stays for the rest of the call; a single row that does not fit
+    is an error.
+    """
+    stats = stats if stats is not None else RunStats()
+    n = len(ids)
+    lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=n)
     order = length_order(lengths, plan.sort)
+    sorted_lengths = lengths[order]
+    budget = plan.token_budget
     out: np.ndarray | None = None
-    with torch.inference_mode():
-        for start, end in plan_batches(lengths[order], plan.token_budget, plan.max_rows):
-            rows = order[start:end]
-            input_ids, mask = pad_batch([ids[i] for i in rows], pad_id, left=left_pad)
-            result = forward(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+
+    def prepare(start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids, mask = pad_batch([ids[i] for i in order[start:end]], pad_id, left=left_pad)
+        return _to_device(input_ids, device), _to_device(mask, device)
+
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=plan.autocast)
+        if plan.autocast
+        else contextlib.nullcontext()
+    )
+    executor = ThreadPoolExecutor(max_workers=1) if plan.prefetch else _Inline()
+    with executor, torch.inference_mode(), autocast:
+        start = 0
+        end = next_batch_end(sorted_lengths, start, budget, plan.max_rows) if n else 0
+        pending = executor.submit(prepare, start, end) if n else None
+        while start < n:
+            input_ids, mask = pending.result()
+            following = next_batch_end(sorted_lengths, end, budget, plan.max_rows) if end < n else end
+            upcoming = executor.submit(prepare, end, following) if end < n else None
+            try:
+                result = forward(input_ids, mask).float().cpu().numpy()
+            except Exception as err:
+                if not is_oom(err) or end - start == 1:
+                    raise
+                del input_ids, mask
+                budget = max(1, int(sorted_lengths[start:end].max()) * (end - start) // 2)
+                stats.oom_retries += 1
+                log.warning("Out of memory on a batch of %d rows; token budget now %d", end - start, budget)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                end = next_batch_end(sorted_lengths, start, budget, plan.max_rows)
+                pending = executor.submit(prepare, start, end)
+                continue
             if out is None:
-                out = np.empty((len(ids), *result.shape[1:]), dtype=np.float32)
-            out[rows] = result
+                out = np.empty((n, *result.shape[1:]), dtype=np.float32)
+            out[order[start:end]] = result
+            stats.batches += 1
+            stats.real_tokens += int(sorted_lengths[start:end].sum())
+            stats.padded_tokens += int(mask.shape[0] * mask.shape[1])
+            start, end, pending = end, following, upcoming
+    stats.final_budget = budget
     if out is None:
         return np.empty((0,), dtype=np.float32)
     return out
