@@ -49,7 +49,7 @@ class LabelConfig:
 class ClassifierConfig:
     """One classifier: mostly data (model family, model, labels, columns, limits)."""
 
-    family: str = MISSING  # zero_shot (more families plug in via curator.classifiers.registry)
+    family: str = MISSING  # zero_shot | sequence_classification (see curator.classifiers.registry)
     model: str = MISSING  # hub id or local path
     revision: str | None = None  # hub revision to pin
     labels: list[LabelConfig] = field(default_factory=list)  # zero-shot labels

@@ -75,6 +75,17 @@ class DistributedDataClassifier:
         """Turn model outputs (rows in partition order) into output columns."""
         raise NotImplementedError
 
+    def label_columns(self, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
+        """Prediction, its probability and (optionally) the whole distribution from class probabilities."""
+        probs = probs.reshape(-1, len(labels)).astype(np.float32)
+        best = probs.argmax(axis=1)
+        columns: dict[str, Any] = {self.pred_column: np.asarray(labels, dtype=object)[best]}
+        if self.score_column:
+            columns[self.score_column] = probs[np.arange(len(probs)), best]
+        if self.keep_prob and self.prob_column:
+            columns[self.prob_column] = list(probs)
+        return columns
+
     def format_text(self, text: str) -> str:
         """Wrap a document before tokenising (prompt templates); identity by default."""
         return text

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from curator.classifiers.base import DistributedDataClassifier
+from curator.classifiers.sequence import SequenceClassifier
 from curator.classifiers.zero_shot import ZeroShotClassifier
 from curator.config import ClassifierConfig, InferenceConfig
 
-FAMILIES = {"zero_shot": ZeroShotClassifier}
+FAMILIES = {"zero_shot": ZeroShotClassifier, "sequence_classification": SequenceClassifier}
 
 
 def build_classifier(
@@ -38,7 +39,7 @@ def build_classifier(
             label_template=cfg.label_template,
             **common,
         )
-    raise AssertionError("unreachable")  # pragma: no cover
+    return SequenceClassifier(name, model=cfg.model, revision=cfg.revision, **common)
 
 
 def build_classifiers(

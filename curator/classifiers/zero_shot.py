@@ -90,11 +90,4 @@ class ZeroShotClassifier(DistributedDataClassifier):
         return model.eval()
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
-        probs = outputs.reshape(-1, len(self.label_names)).astype(np.float32)
-        best = probs.argmax(axis=1)
-        columns: dict[str, Any] = {self.pred_column: np.asarray(self.label_names, dtype=object)[best]}
-        if self.score_column:
-            columns[self.score_column] = probs[np.arange(len(probs)), best]
-        if self.keep_prob and self.prob_column:
-            columns[self.prob_column] = list(probs)
-        return columns
+        return self.label_columns(outputs, self.label_names)
