@@ -17,12 +17,26 @@ def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str)
         for column, counts in s["labels"].items():
             labels.setdefault(column, Counter()).update(counts)
     classified = totals["read"] - totals["quarantined"]
+    engine: dict[str, dict[str, float]] = {}
+    for s in stats:
+        for name, part in s.get("classify", {}).items():
+            into = engine.setdefault(name, {})
+            for key, value in part.items():
+                into[key] = into.get(key, 0) + value
+    for part in engine.values():
+        part["docs_per_task_second"] = (
+            round(part["documents"] / part["seconds"], 2) if part["seconds"] else None
+        )
+        part["padding_efficiency"] = (
+            round(part["real_tokens"] / part["padded_tokens"], 4) if part["padded_tokens"] else None
+        )
     return {
         **totals,
         "files": len(stats),
         "labels": {column: dict(counts.most_common()) for column, counts in labels.items()},
         "seconds": round(seconds, 3),
         "docs_per_second": round(classified / seconds, 2) if seconds > 0 else None,
+        "classifiers": engine,
         "output_path": output_path,
         "per_file": list(stats),
     }

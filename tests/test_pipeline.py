@@ -35,6 +35,9 @@ def test_default_run_classifies_every_file(make_config, docs_dir: Path, tmp_path
     assert (frame["domain_pred"] == frame["gold"]).all()
     assert summary["read"] == len(DOCS) == summary["written"] + summary["filtered"] + summary["quarantined"]
     assert summary["labels"]["domain_pred"] == {label: 1 for label, _ in DOCS}
+    engine = summary["classifiers"]["zero_shot_domain"]
+    assert engine["documents"] == len(DOCS) and engine["batches"] >= 3  # at least one batch per file
+    assert 0 < engine["real_tokens"] <= engine["padded_tokens"] and 0 < engine["padding_efficiency"] <= 1
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["read"] == len(DOCS)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -26,6 +27,8 @@ from curator.inference.memory import DEFAULT_CPU_TOKEN_BUDGET, cuda_token_budget
 
 # Rows the reader marked as bad carry their reason here; they are never classified.
 ERROR_COLUMN = "_curator_error"
+# Per-classifier timing and token counts of a partition, in DataFrame.attrs.
+STATS_ATTR = "curator_classify"
 
 
 class DistributedDataClassifier:
@@ -189,10 +192,21 @@ class DistributedDataClassifier:
         if ERROR_COLUMN in frame.columns:
             good = frame[ERROR_COLUMN].isna().to_numpy()
         texts = frame[self.text_field].to_numpy()[good].tolist()
+        started = time.perf_counter()
+        self.last_stats = RunStats()
         predicted = pd.DataFrame(self.predict(texts) if texts else self.postprocess(np.empty((0,))))
         predicted.index = np.flatnonzero(good)
         columns = self._typed(predicted.reindex(range(len(frame))))
         out = frame.copy()
         for column in columns:
             out[column] = columns[column].to_numpy()
+        # Travels with the partition (pandas keeps attrs through copies and masks) to the writer's counts.
+        out.attrs.setdefault(STATS_ATTR, {})[self.name] = {
+            "documents": len(texts),
+            "seconds": time.perf_counter() - started,
+            "real_tokens": self.last_stats.real_tokens,
+            "padded_tokens": self.last_stats.padded_tokens,
+            "batches": self.last_stats.batches,
+            "oom_retries": self.last_stats.oom_retries,
+        }
         return out

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curator.classifiers.base import ERROR_COLUMN, DistributedDataClassifier
+from curator.classifiers.base import ERROR_COLUMN, STATS_ATTR, DistributedDataClassifier
 from curator.filters import Filter
 from curator.io.files import InputFile
 from curator.io.readers import HIDDEN_PREFIX, LINE_COLUMN, RAW_COLUMN
@@ -118,7 +118,8 @@ def write_partition(
         "filtered": int((~keep).sum()),
         "quarantined": int(bad.sum()),
         "labels": labels,
-        "seconds": time.perf_counter() - started,
+        "classify": dict(frame.attrs.get(STATS_ATTR, {})),
+        "write_seconds": time.perf_counter() - started,
     }
 
 
