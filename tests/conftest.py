@@ -40,12 +40,12 @@ def minilm_path() -> Path:
     return resolve_model(MINILM)
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
-    """A 2-layer BERT with random weights, saved as HF saves it, with MiniLM's real tokenizer files."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
+def save_tiny_bert(
+    folder: Path, model_class: type, tokenizer_from: Path, seed: int = 0, **config: object
+) -> Path:
+    """Save a 2-layer BERT-family model with random weights, as HF saves it, with real tokenizer files."""
+    torch.manual_seed(seed)
+    shape = dict(
         vocab_size=30522,
         hidden_size=32,
         num_hidden_layers=2,
@@ -53,10 +53,16 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Pa
         intermediate_size=64,
         max_position_embeddings=512,
     )
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    model_class(BertConfig(**{**shape, **config})).save_pretrained(folder, safe_serialization=True)
     for name in TOKENIZER_FILES:
-        shutil.copy(minilm_path / name, folder / name)
+        shutil.copy(tokenizer_from / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
+    """A tiny bare BERT encoder (random weights) with MiniLM's real tokenizer files."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), BertModel, minilm_path)
 
 
 @pytest.fixture()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,35 +11,27 @@ import torch
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertConfig,
     BertForSequenceClassification,
 )
 
 from curator.classifiers.sequence import SequenceClassifier, labels_from_config
 from curator.config import InferenceConfig
-from tests.conftest import DOCS, TOKENIZER_FILES
+from tests.conftest import DOCS, save_tiny_bert
 
 LABELS = ["High", "Medium", "Low"]
 
 
 @pytest.fixture(scope="module")
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-seq")
-    torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("tiny-seq"),
+        BertForSequenceClassification,
+        minilm_path,
+        seed=1,
         num_labels=3,
         id2label=dict(enumerate(LABELS)),
         label2id={n: i for i, n in enumerate(LABELS)},
     )
-    BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm_path / name, folder / name)
-    return folder
 
 
 def test_labels_follow_label2id_order(tmp_path: Path) -> None:
