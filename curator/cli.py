@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import distributed  # noqa: F401  (imported before Hydra configures logging, so our levels win)
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from curator.config import register_configs, to_config
+from curator.errors import UserError
 
+log = logging.getLogger("curator")
 register_configs()
 
 
@@ -17,4 +22,8 @@ def main(cfg: DictConfig) -> None:
     """Compose the config, hand plain dataclasses to the pipeline, keep the report in Hydra's run dir."""
     from curator import pipeline
 
-    pipeline.run(to_config(cfg), run_dir=HydraConfig.get().runtime.output_dir)
+    try:
+        pipeline.run(to_config(cfg), run_dir=HydraConfig.get().runtime.output_dir)
+    except UserError as err:  # the message says what to change; a traceback would only hide it
+        log.error("%s", err)
+        sys.exit(2)

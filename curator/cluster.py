@@ -11,6 +11,7 @@ import dask
 from distributed import Client, LocalCluster, WorkerPlugin
 
 from curator.config import ClusterConfig
+from curator.errors import ConfigError
 from curator.resources import available_cores, plan_workers
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
         return
     if cfg.kind == "scheduler":
         if not (cfg.address or cfg.scheduler_file):
-            raise ValueError("cluster=scheduler needs cluster.address or cluster.scheduler_file.")
+            raise ConfigError("cluster=scheduler needs cluster.address or cluster.scheduler_file.")
         with Client(cfg.address, scheduler_file=cfg.scheduler_file) as client:
             log.info(
                 "Joined Dask scheduler %s (dashboard %s)", client.scheduler.address, client.dashboard_link
@@ -69,7 +70,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
             yield client
         return
     if cfg.kind != "local":
-        raise ValueError(f"Unknown cluster.kind {cfg.kind!r}; choose local, sync or scheduler.")
+        raise ConfigError(f"Unknown cluster.kind {cfg.kind!r}; choose local, sync or scheduler.")
     cores = available_cores()
     n_workers, threads = plan_workers(cores, cfg.n_workers, cfg.torch_threads)
     extra = {"env": worker_env(threads)} if cfg.processes else {}

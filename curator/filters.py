@@ -10,6 +10,7 @@ import pandas as pd
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.config import FilterConfig
+from curator.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Filter:
 def _check_labels(field: str, given: Sequence[str], column: str, known: Sequence[str]) -> None:
     unknown = [label for label in given if label not in known]
     if known and unknown:
-        raise ValueError(
+        raise ConfigError(
             f"filter.{field} has label(s) {unknown} that column {column!r} never holds; "
             f"its labels are: {list(known)}"
         )
@@ -60,7 +61,7 @@ def build_filter(cfg: FilterConfig, classifiers: Sequence[DistributedDataClassif
     column = cfg.column or classifiers[0].pred_column
     score_column = cfg.score_column or classifiers[0].score_column
     if (cfg.keep is not None or cfg.drop is not None) and column not in by_pred:
-        raise ValueError(
+        raise ConfigError(
             f"filter.column={column!r} is not a prediction column; choose one of {list(by_pred)}"
         )
     for field_name in ("keep", "drop"):
@@ -69,7 +70,7 @@ def build_filter(cfg: FilterConfig, classifiers: Sequence[DistributedDataClassif
             _check_labels(field_name, labels, column, by_pred[column].labels)
     wants_score = cfg.min_score is not None or cfg.max_score is not None
     if wants_score and score_column not in score_columns:
-        raise ValueError(
+        raise ConfigError(
             f"filter.min_score/max_score need a score column; {score_column!r} is not one. "
             f"Score columns of this run: {sorted(score_columns)}"
         )

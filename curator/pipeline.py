@@ -14,6 +14,7 @@ from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifiers
 from curator.cluster import connect
 from curator.config import Config
+from curator.errors import ConfigError
 from curator.filters import build_filter
 from curator.io.files import InputFile, discover
 from curator.io.readers import peek_columns, read_file
@@ -35,7 +36,7 @@ def check_inputs(inputs: list[InputFile], classifiers: list[DistributedDataClass
     columns = peek_columns(inputs[0], classifiers[0].text_field)
     for clf in classifiers:
         if clf.text_field not in columns:
-            raise ValueError(
+            raise ConfigError(
                 f"Text field {clf.text_field!r} is not in {inputs[0].path}; columns found: {columns}. "
                 "Set dataset.text_field to the column that holds the text."
             )

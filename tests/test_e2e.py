@@ -55,3 +55,29 @@ def test_console_script_is_the_same_app(tmp_path: Path) -> None:
     assert script, "the `curator` console script is not installed next to this Python"
     shown = subprocess.run([script, "--cfg", "job"], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert "zero_shot_domain:" in shown.stdout and "text_field: text" in shown.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("filter.keep=[Sport]", "its labels are: ['Adult'"),
+        ("dataset.text_field=body", "Text field 'body' is not in"),
+        ("dataset.path=/no/such/folder", "'/no/such/folder' does not exist"),
+        ("classifier.zero_shot_domain.model=./no/model", "Model path './no/model' does not exist"),
+    ],
+)
+def test_usual_mistakes_exit_2_with_a_message_and_no_traceback(
+    override: str, expected: str, docs_dir: Path, tmp_path: Path
+) -> None:
+    args = [f"dataset.path={docs_dir}", "cluster=sync", override]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert expected in output and "Traceback" not in output

@@ -8,6 +8,7 @@ import torch
 
 from curator.classifiers.zero_shot import ZeroShotClassifier
 from curator.config import InferenceConfig
+from curator.errors import ConfigError
 from curator.inference.engine import BatchPlan, RunStats, check_engine, resolve_autocast, run_batches
 from curator.inference.memory import bytes_per_token, cuda_token_budget
 from tests.conftest import DOCS, MINILM
@@ -93,9 +94,9 @@ def test_autocast_is_bf16_on_cuda_and_off_on_cpu() -> None:
 
 
 def test_crossfit_engine_fails_clearly_without_a_gpu() -> None:
-    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         check_engine(InferenceConfig(engine="crossfit"))
-    with pytest.raises(ValueError, match="choose native or crossfit"):
+    with pytest.raises(ConfigError, match="choose native or crossfit"):
         check_engine(InferenceConfig(engine="turbo"))
 
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 import torch
 
 from curator.config import InferenceConfig
+from curator.errors import ConfigError
 from curator.inference import cache
 from curator.inference.engine import (
     BatchPlan,
@@ -185,7 +186,7 @@ class DistributedDataClassifier:
     def classify_partition(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Add this classifier's columns to a partition; rows marked bad by the reader get nulls."""
         if self.text_field not in frame.columns:
-            raise KeyError(
+            raise ConfigError(
                 f"Text field {self.text_field!r} not in the data; columns found: {list(frame.columns)}"
             )
         good = np.ones(len(frame), dtype=bool)

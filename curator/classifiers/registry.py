@@ -6,6 +6,7 @@ from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.sequence import SequenceClassifier
 from curator.classifiers.zero_shot import ZeroShotClassifier
 from curator.config import ClassifierConfig, InferenceConfig
+from curator.errors import ConfigError
 
 FAMILIES = {"zero_shot": ZeroShotClassifier, "sequence_classification": SequenceClassifier}
 
@@ -15,7 +16,7 @@ def build_classifier(
 ) -> DistributedDataClassifier:
     """Build one classifier from its config; unknown families fail with the list of known ones."""
     if cfg.family not in FAMILIES:
-        raise ValueError(
+        raise ConfigError(
             f"Classifier {name!r}: unknown family {cfg.family!r}; known families: {sorted(FAMILIES)}"
         )
     common = dict(
@@ -47,13 +48,13 @@ def build_classifiers(
 ) -> list[DistributedDataClassifier]:
     """All classifiers of a run, in config order; their output columns must not collide."""
     if not configs:
-        raise ValueError("No classifier selected: pass classifier=NAME (see `python run.py --help`).")
+        raise ConfigError("No classifier selected: pass classifier=NAME (see `python run.py --help`).")
     classifiers = [build_classifier(n, c, text_field, inference) for n, c in configs.items()]
     seen: dict[str, str] = {}
     for clf in classifiers:
         for column in clf.output_types():
             if column in seen:
-                raise ValueError(
+                raise ConfigError(
                     f"Classifiers {seen[column]!r} and {clf.name!r} both write column {column!r}; "
                     f"set a different pred_column/score_column on one of them."
                 )

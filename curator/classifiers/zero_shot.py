@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from curator.classifiers.base import DistributedDataClassifier
+from curator.errors import ConfigError
 from curator.inference.engine import BatchPlan, run_batches, tokenize
 from curator.models.encoder import load_encoder, load_tokenizer
 from curator.models.hub import resolve_model
@@ -56,15 +57,16 @@ class ZeroShotClassifier(DistributedDataClassifier):
     ) -> None:
         super().__init__(name, **kwargs)
         if not labels:
-            raise ValueError(f"Zero-shot classifier {name!r} needs at least one label.")
+            raise ConfigError(f"Zero-shot classifier {name!r} needs at least one label.")
         names = [label for label, _ in labels]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"Zero-shot classifier {name!r} has duplicate labels: {duplicates}")
+            raise ConfigError(f"Zero-shot classifier {name!r} has duplicate labels: {duplicates}")
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
         self.model = model
         self.revision = revision
+        resolve_model(model, revision)  # fail on the client, before any cluster starts, if it is missing
         self.label_names = names
         self.label_texts = [label_template.format(name=n, description=d or n) for n, d in labels]
         self.temperature = temperature

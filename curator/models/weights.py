@@ -8,11 +8,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from curator.errors import UserError
+
 # Buffers that older checkpoints saved and newer model code no longer keeps in its state dict.
 IGNORABLE_SUFFIXES = ("position_ids",)
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointFormatError(UserError, FileNotFoundError):
+    """The folder has no safetensors weights (pickle checkpoints are not loaded)."""
+
+
+class CheckpointMismatchError(UserError, RuntimeError):
     """The checkpoint's tensors do not match the model built from its config."""
 
 
@@ -27,7 +33,7 @@ def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
         return state
     single = folder / "model.safetensors"
     if not single.exists():
-        raise FileNotFoundError(
+        raise CheckpointFormatError(
             f"No model.safetensors (or sharded index) in {folder}; pickle checkpoints are not loaded."
         )
     return load_file(str(single))
