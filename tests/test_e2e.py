@@ -81,3 +81,30 @@ def test_usual_mistakes_exit_2_with_a_message_and_no_traceback(
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-2000:]
     assert expected in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_multirun_sweep_gives_each_job_its_output_and_summary(docs_dir: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "-m",
+            "classifier=zero_shot_domain,zero_shot_topic",
+            "cluster=sync",
+            f"dataset.path={docs_dir}",
+            "dataset.name=tiny",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = tmp_path / "outputs" / "data" / "tiny"
+    assert sorted(p.name for p in data.iterdir()) == ["zero_shot_domain", "zero_shot_topic"]
+    for name, column in (("zero_shot_domain", "domain_pred"), ("zero_shot_topic", "topic_pred")):
+        frame = pd.concat(pd.read_json(p, lines=True) for p in sorted((data / name).glob("*.jsonl")))
+        assert len(frame) == len(DOCS) and frame[column].notna().all()
+    summaries = sorted((tmp_path / "multirun").glob("*/*/*/summary.json"))
+    assert len(summaries) == 2
