@@ -46,7 +46,7 @@ def classify_dataset(
     inputs: list[InputFile], classifiers: list[DistributedDataClassifier], text_field: str, id_field: str
 ) -> dd.DataFrame:
     """A lazy Dask DataFrame, one partition per input file, with every classifier's columns added."""
-    meta = read_file(inputs[0], text_field, id_field).iloc[:0]
+    meta = read_file(inputs[0], text_field, id_field, limit=100).iloc[:0]  # never the whole file
     frame = dd.from_map(
         read_file, inputs, text_field=text_field, id_field=id_field, meta=meta, enforce_metadata=False
     )

@@ -90,3 +90,13 @@ def test_parquet_input(tmp_path: Path) -> None:
     assert frame["id"].tolist() == ["p:0", "p:1", "p:2"]
     assert frame[ERROR_COLUMN].notna().tolist() == [False, True, False]
     assert frame["score"].tolist() == [1.5, 2.5, 3.5]
+
+
+def test_limited_reads_stop_early(tmp_path: Path) -> None:
+    jsonl = write_jsonl(tmp_path / "many.jsonl", [{"text": str(i)} for i in range(500)])
+    parquet = tmp_path / "many.parquet"
+    pd.DataFrame({"text": [str(i) for i in range(500)]}).to_parquet(parquet)
+    for path in (jsonl, parquet):
+        spec = discover(str(path))[0]
+        assert len(read_file(spec, "text", "id", limit=10)) == 10
+        assert len(read_file(spec, "text", "id")) == 500

@@ -8,6 +8,7 @@ from typing import Any
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator.classifiers.base import ERROR_COLUMN
@@ -82,9 +83,14 @@ def _object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def read_parquet(spec: InputFile, text_field: str, limit: int | None = None) -> pd.DataFrame:
     """A Parquet file as a partition; rows whose text is not a string are marked bad."""
     with fsspec.open(spec.path, "rb") as handle:
-        table = pq.read_table(handle)
-    if limit is not None:
-        table = table.slice(0, limit)
+        if limit is None:
+            table = pq.read_table(handle)
+        else:  # only the first rows: for meta and start-up checks on files of any size
+            parquet = pq.ParquetFile(handle)
+            batch = next(parquet.iter_batches(batch_size=limit), None)
+            table = (
+                pa.Table.from_batches([batch]) if batch is not None else parquet.schema_arrow.empty_table()
+            )
     frame = table.to_pandas()
     if text_field in frame.columns:
         errors = [_text_problem(v, text_field) for v in frame[text_field].tolist()]
@@ -100,10 +106,10 @@ def _finish(frame: pd.DataFrame, errors: list, raws: list, lines: list) -> pd.Da
     return frame
 
 
-def read_file(spec: InputFile, text_field: str, id_field: str) -> pd.DataFrame:
+def read_file(spec: InputFile, text_field: str, id_field: str, limit: int | None = None) -> pd.DataFrame:
     """One input file as a partition, with a stable id column (the input's, else `name:line`)."""
     reader = read_jsonl if spec.format == "jsonl" else read_parquet
-    frame = reader(spec, text_field)
+    frame = reader(spec, text_field, limit)
     if id_field not in frame.columns:
         ids = [f"{spec.stem}:{n}" for n in frame[LINE_COLUMN].tolist()]
         frame.insert(0, id_field, pd.Series(ids, index=frame.index, dtype=object))
