@@ -186,3 +186,19 @@ def test_user_defined_label_set_from_an_own_config_dir(tmp_path: Path) -> None:
     )
     pipeline.run(cfg)
     assert read_outputs(tmp_path / "out")["t.jsonl"]["ticket_pred"].tolist() == ["billing", "bug"]
+
+
+def test_cpu_results_are_bit_identical_run_to_run(make_config, docs_dir: Path, tmp_path: Path) -> None:
+    outputs = []
+    for run in ("first", "second"):
+        cfg = make_config(
+            f"dataset.path={docs_dir}",
+            f"output.path={tmp_path / run}",
+            "output.format=parquet",
+            "classifier.zero_shot_domain.keep_prob=true",
+        )
+        pipeline.run(cfg)
+        outputs.append({p.name: pq.read_table(p) for p in sorted((tmp_path / run).glob("*.parquet"))})
+    assert outputs[0].keys() == outputs[1].keys()
+    for name, table in outputs[0].items():
+        assert table.equals(outputs[1][name]), name
