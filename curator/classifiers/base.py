@@ -118,8 +118,10 @@ class DistributedDataClassifier:
         for column, kind in self.output_types().items():
             if kind == pa.float32():
                 columns[column] = columns[column].astype("float32")
-            elif kind == pa.string():
-                columns[column] = columns[column].astype("str")
+            elif (
+                kind == pa.string()
+            ):  # StringDtype: missing stays missing (astype(str) gives "nan" on pandas 2)
+                columns[column] = columns[column].astype(pd.StringDtype())
             else:
                 columns[column] = columns[column].astype(object)
         return columns
@@ -127,7 +129,7 @@ class DistributedDataClassifier:
     def meta(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The partition after classification, with no rows (Dask's `meta`)."""
         empty = self._typed(pd.DataFrame({c: [] for c in self.output_types()}))
-        return frame.iloc[:0].assign(**{c: empty[c].to_numpy() for c in empty})
+        return frame.iloc[:0].assign(**{c: empty[c].array for c in empty})
 
     # ---- running -------------------------------------------------------------------------------
     def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
@@ -155,8 +157,8 @@ class DistributedDataClassifier:
         key = (self.model_key(), str(device), dtype_bytes, max_length, "budget")
         return cache.get_or_load(key, lambda: cuda_token_budget(config, device, max_length, dtype_bytes))
 
-    def predict(self, texts: list[str]) -> dict[str, Any]:
-        """Classify texts in memory: the engine's whole path for one partition."""
+    def predict(self, texts: list[str], stats: RunStats | None = None) -> dict[str, Any]:
+        """Classify texts in memory: the engine's whole path for one partition (costs into `stats`)."""
         model, tokenizer, device = self._runtime()
         if self.max_chars is not None:
             texts = [t[: self.max_chars] for t in texts]
@@ -171,7 +173,7 @@ class DistributedDataClassifier:
             autocast=resolve_autocast(self.inference.dtype, device),
             prefetch=device.type == "cuda" if prefetch is None else prefetch,
         )
-        self.last_stats = RunStats()
+        self.last_stats = stats = stats if stats is not None else RunStats()
         outputs = run_batches(
             ids,
             lambda input_ids, mask: model(input_ids, mask),
@@ -179,7 +181,7 @@ class DistributedDataClassifier:
             pad_id=tokenizer.pad_token_id or 0,
             device=device,
             left_pad=tokenizer.padding_side == "left",
-            stats=self.last_stats,
+            stats=stats,
         )
         return self.postprocess(outputs)
 
@@ -193,21 +195,20 @@ class DistributedDataClassifier:
         if ERROR_COLUMN in frame.columns:
             good = frame[ERROR_COLUMN].isna().to_numpy()
         texts = frame[self.text_field].to_numpy()[good].tolist()
-        started = time.perf_counter()
-        self.last_stats = RunStats()
-        predicted = pd.DataFrame(self.predict(texts) if texts else self.postprocess(np.empty((0,))))
+        started, stats = time.perf_counter(), RunStats()  # per call: tasks may share this object
+        predicted = pd.DataFrame(self.predict(texts, stats) if texts else self.postprocess(np.empty((0,))))
         predicted.index = np.flatnonzero(good)
         columns = self._typed(predicted.reindex(range(len(frame))))
         out = frame.copy()
         for column in columns:
-            out[column] = columns[column].to_numpy()
+            out[column] = pd.Series(columns[column].array, index=frame.index)
         # Travels with the partition (pandas keeps attrs through copies and masks) to the writer's counts.
         out.attrs.setdefault(STATS_ATTR, {})[self.name] = {
             "documents": len(texts),
             "seconds": time.perf_counter() - started,
-            "real_tokens": self.last_stats.real_tokens,
-            "padded_tokens": self.last_stats.padded_tokens,
-            "batches": self.last_stats.batches,
-            "oom_retries": self.last_stats.oom_retries,
+            "real_tokens": stats.real_tokens,
+            "padded_tokens": stats.padded_tokens,
+            "batches": stats.batches,
+            "oom_retries": stats.oom_retries,
         }
         return out
