@@ -114,12 +114,3 @@ def read_file(spec: InputFile, text_field: str, id_field: str, limit: int | None
         ids = [f"{spec.stem}:{n}" for n in frame[LINE_COLUMN].tolist()]
         frame.insert(0, id_field, pd.Series(ids, index=frame.index, dtype=object))
     return frame
-
-
-def peek_columns(spec: InputFile, text_field: str) -> list[str]:
-    """Column names of the first records of a file (cheap: for start-up checks and Dask meta)."""
-    if spec.format == "parquet":
-        with fsspec.open(spec.path, "rb") as handle:
-            return list(pq.read_schema(handle).names)
-    frame = read_jsonl(spec, text_field, limit=100)
-    return [c for c in frame.columns if not c.startswith(HIDDEN_PREFIX)]
