@@ -118,9 +118,8 @@ class DistributedDataClassifier:
         for column, kind in self.output_types().items():
             if kind == pa.float32():
                 columns[column] = columns[column].astype("float32")
-            elif (
-                kind == pa.string()
-            ):  # StringDtype: missing stays missing (astype(str) gives "nan" on pandas 2)
+            elif kind == pa.string():
+                # StringDtype: missing stays missing (astype(str) gives "nan" on pandas 2)
                 columns[column] = columns[column].astype(pd.StringDtype())
             else:
                 columns[column] = columns[column].astype(object)
@@ -151,7 +150,7 @@ class DistributedDataClassifier:
             return self.inference.token_budget
         if device.type != "cuda":
             return DEFAULT_CPU_TOKEN_BUDGET
-        config = getattr(model, "config", None) or getattr(getattr(model, "encoder", None), "config", None)
+        config = getattr(model, "config", None)  # every family's model exposes its backbone config
         autocast = resolve_autocast(self.inference.dtype, device)
         dtype_bytes = torch.finfo(autocast).bits // 8 if autocast else 4
         key = (self.model_key(), str(device), dtype_bytes, max_length, "budget")

@@ -29,6 +29,7 @@ class ZeroShotModel(torch.nn.Module):
     def __init__(self, encoder: torch.nn.Module, label_embeddings: torch.Tensor, temperature: float) -> None:
         super().__init__()
         self.encoder = encoder
+        self.config = encoder.config  # for the engine's memory estimate
         self.register_buffer("label_embeddings", label_embeddings)
         self.temperature = temperature
 

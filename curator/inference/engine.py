@@ -84,9 +84,8 @@ def quantize_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # torch marks eager dynamic quantisation deprecated in favour of torchao
+        # torch marks eager dynamic quantisation deprecated in favour of torchao
+        warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
