@@ -49,10 +49,12 @@ class LabelConfig:
 class ClassifierConfig:
     """One classifier: mostly data (model family, model, labels, columns, limits)."""
 
-    family: str = MISSING  # zero_shot | sequence_classification (see curator.classifiers.registry)
+    family: str = MISSING  # model family; see FAMILIES in curator.classifiers.registry
     model: str = MISSING  # hub id or local path
     revision: str | None = None  # hub revision to pin
-    labels: list[LabelConfig] = field(default_factory=list)  # zero-shot labels
+    base_model: str | None = None  # mixin: backbone override; llm_guard: the base LLM under the LoRA adapter
+    allow_pickle: bool = False  # load a pickle checkpoint (model.pth, pytorch_model.bin) if no safetensors
+    labels: list[LabelConfig] = field(default_factory=list)  # zero-shot labels; regression: [above, below]
     label_template: str = "{description}"  # text embedded for a label; {name} and {description}
     temperature: float = 0.05  # zero-shot softmax temperature over cosine similarities
     pred_column: str = MISSING  # predicted label
@@ -63,6 +65,13 @@ class ClassifierConfig:
     max_chars: int | None = None  # cut documents to this many code points before tokenising
     max_length: int | None = None  # token truncation; None: the model's own limit
     batch_size: int = 256  # cap on rows per batch; the token budget decides the actual size
+    int_column: str | None = None  # regression: the score rounded half to even
+    label_column: str | None = None  # regression: a label from label_threshold (Mixtral/Nemotron variants)
+    label_threshold: float = 2.5  # regression: score >= threshold -> labels[0], else labels[1]
+    score_range: list[float] | None = None  # regression: clip the score to [low, high]
+    keep_raw_pred: bool = False  # llm_guard: also write the model's raw reply
+    raw_pred_column: str | None = None  # llm_guard: column of the raw reply
+    max_new_tokens: int = 100  # llm_guard: generation limit
 
 
 @dataclass

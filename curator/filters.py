@@ -56,9 +56,9 @@ def _check_labels(field: str, given: Sequence[str], column: str, known: Sequence
 
 def build_filter(cfg: FilterConfig, classifiers: Sequence[DistributedDataClassifier]) -> Filter:
     """Resolve default columns from the first classifier and check labels and columns exist."""
-    by_pred = {c.pred_column: c for c in classifiers}
+    by_pred = {c.label_column: c for c in classifiers if c.label_column}
     score_columns = {c.score_column for c in classifiers if c.score_column}
-    column = cfg.column or classifiers[0].pred_column
+    column = cfg.column or classifiers[0].label_column
     score_column = cfg.score_column or classifiers[0].score_column
     if (cfg.keep is not None or cfg.drop is not None) and column not in by_pred:
         raise ConfigError(

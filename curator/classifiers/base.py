@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from curator.config import InferenceConfig
+from curator.config import ClassifierConfig, InferenceConfig
 from curator.errors import ConfigError
 from curator.inference import cache
 from curator.inference.engine import (
@@ -25,6 +26,7 @@ from curator.inference.engine import (
     tokenize,
 )
 from curator.inference.memory import DEFAULT_CPU_TOKEN_BUDGET, cuda_token_budget
+from curator.models.hub import resolve_model
 
 # Rows the reader marked as bad carry their reason here; they are never classified.
 ERROR_COLUMN = "_curator_error"
@@ -65,6 +67,22 @@ class DistributedDataClassifier:
         self.inference = inference or InferenceConfig()
         check_engine(self.inference)
         self.last_stats = RunStats()
+        self._token: str | None = None  # Python API `token=`; never pickled, logged or saved
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for Dask workers without the token (workers read the files the client fetched)."""
+        state = self.__dict__.copy()
+        state["_token"] = None
+        return state
+
+    def resolve(self, model: str, revision: str | None = None, allow_pickle: bool = False) -> Path:
+        """A model's local folder: fetched on the client (with the token), found in the cache on workers."""
+        return resolve_model(model, revision, token=self._token, allow_pickle=allow_pickle)
+
+    @classmethod
+    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> DistributedDataClassifier:
+        """Build from a classifier's YAML; families with more keys than model/revision override this."""
+        return cls(name, model=cfg.model, revision=cfg.revision, **common)  # type: ignore[call-arg]
 
     # ---- hooks ---------------------------------------------------------------------------------
     def load_model(self, device: torch.device) -> torch.nn.Module:
@@ -102,6 +120,16 @@ class DistributedDataClassifier:
     def labels(self) -> list[str]:
         """Every label the prediction column can hold (empty for score-only classifiers)."""
         return []
+
+    @property
+    def label_column(self) -> str | None:
+        """The column that holds `labels` (what filter.keep/drop test by default)."""
+        return self.pred_column
+
+    @property
+    def report_columns(self) -> list[str]:
+        """Columns whose value counts the run's report shows (labels, rounded scores)."""
+        return [self.label_column] if self.label_column else []
 
     # ---- declared outputs ----------------------------------------------------------------------
     def output_types(self) -> dict[str, pa.DataType]:

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from curator.classifiers.base import DistributedDataClassifier
-from curator.classifiers.sequence import SequenceClassifier
-from curator.classifiers.zero_shot import ZeroShotClassifier
 from curator.config import ClassifierConfig, InferenceConfig
 from curator.errors import ConfigError
 
-FAMILIES = {"zero_shot": ZeroShotClassifier, "sequence_classification": SequenceClassifier}
+# family name (the YAML's `family:`) → the class that implements it, imported only when used
+FAMILIES = {
+    "zero_shot": "curator.classifiers.zero_shot:ZeroShotClassifier",
+    "sequence_classification": "curator.classifiers.sequence:SequenceClassifier",
+    "regression": "curator.classifiers.sequence:RegressionClassifier",
+    "deberta_mixin": "curator.classifiers.mixin:MixinClassifier",
+    "prompt_task_complexity": "curator.classifiers.prompt_task:PromptTaskComplexityClassifier",
+    "llm_guard": "curator.classifiers.aegis:AegisClassifier",
+    "instruction_data_guard": "curator.classifiers.aegis:InstructionDataGuardClassifier",
+}
+
+
+def family_class(family: str) -> type[DistributedDataClassifier]:
+    """The class behind a family name."""
+    module, _, attr = FAMILIES[family].partition(":")
+    return getattr(import_module(module), attr)
 
 
 def build_classifier(
@@ -30,17 +45,7 @@ def build_classifier(
         batch_size=cfg.batch_size,
         inference=inference,
     )
-    if cfg.family == "zero_shot":
-        return ZeroShotClassifier(
-            name,
-            model=cfg.model,
-            revision=cfg.revision,
-            labels=[(label.name, label.description) for label in cfg.labels],
-            temperature=cfg.temperature,
-            label_template=cfg.label_template,
-            **common,
-        )
-    return SequenceClassifier(name, model=cfg.model, revision=cfg.revision, **common)
+    return family_class(cfg.family).from_config(name, cfg, **common)
 
 
 def build_classifiers(

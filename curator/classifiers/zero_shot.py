@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from curator.classifiers.base import DistributedDataClassifier
+from curator.config import ClassifierConfig
 from curator.errors import ConfigError
 from curator.inference.engine import BatchPlan, run_batches, tokenize
 from curator.models.encoder import load_encoder, load_tokenizer
@@ -71,6 +72,18 @@ class ZeroShotClassifier(DistributedDataClassifier):
         self.label_names = names
         self.label_texts = [label_template.format(name=n, description=d or n) for n, d in labels]
         self.temperature = temperature
+
+    @classmethod
+    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> ZeroShotClassifier:
+        return cls(
+            name,
+            model=cfg.model,
+            revision=cfg.revision,
+            labels=[(label.name, label.description) for label in cfg.labels],
+            temperature=cfg.temperature,
+            label_template=cfg.label_template,
+            **common,
+        )
 
     @property
     def labels(self) -> list[str]:

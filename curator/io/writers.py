@@ -107,8 +107,9 @@ def write_partition(
         path = os.path.join(target.path, "quarantine", spec.stem + ".jsonl")
         _atomic(path, lambda tmp: _write_jsonl(tmp, records))
     labels = {
-        clf.pred_column: {str(k): int(v) for k, v in good[clf.pred_column].value_counts().items()}
+        column: {str(k): int(v) for k, v in good[column].value_counts().items()}
         for clf in classifiers
+        for column in clf.report_columns
     }
     return {
         "input": spec.path,

