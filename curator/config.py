@@ -53,6 +53,7 @@ class ClassifierConfig:
     model: str = MISSING  # hub id or local path
     revision: str | None = None  # hub revision to pin
     base_model: str | None = None  # mixin: backbone override; llm_guard: the base LLM under the LoRA adapter
+    adapter: str | None = None  # instruction_data_guard: the LoRA adapter applied to base_model
     allow_pickle: bool = False  # load a pickle checkpoint (model.pth, pytorch_model.bin) if no safetensors
     labels: list[LabelConfig] = field(default_factory=list)  # zero-shot labels; regression: [above, below]
     label_template: str = "{description}"  # text embedded for a label; {name} and {description}

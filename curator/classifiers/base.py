@@ -34,6 +34,10 @@ ERROR_COLUMN = "_curator_error"
 STATS_ATTR = "curator_classify"
 
 
+# Arrow types of flags and rounded scores → pandas dtypes that keep missing values missing.
+_NULLABLE = {pa.bool_(): pd.BooleanDtype(), pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype()}
+
+
 class DistributedDataClassifier:
     """Base class: subclass and implement `load_model`, `load_tokenizer` and `postprocess`.
 
@@ -149,6 +153,8 @@ class DistributedDataClassifier:
             elif kind == pa.string():
                 # StringDtype: missing stays missing (astype(str) gives "nan" on pandas 2)
                 columns[column] = columns[column].astype(pd.StringDtype())
+            elif kind in _NULLABLE:
+                columns[column] = columns[column].astype(_NULLABLE[kind])
             else:
                 columns[column] = columns[column].astype(object)
         return columns

@@ -16,6 +16,10 @@ WEIGHT_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*")
 PICKLE_PATTERNS = ("*.bin", "*.pth")
 
 
+# Hub ids already resolved in this process (model, revision, allow_pickle) → folder; no tokens kept.
+_RESOLVED: dict[tuple[str, str | None, bool], Path] = {}
+
+
 def _redact(text: str, token: str | None) -> str:
     """Never echo a token back, whatever an exception's text contains."""
     return text.replace(token, "***") if token else text
@@ -54,17 +58,22 @@ def resolve_model(
         raise ModelNotAvailableError(f"Model path {model!r} does not exist.")
     from huggingface_hub import snapshot_download
 
+    patterns = [*WEIGHT_PATTERNS, *(PICKLE_PATTERNS if allow_pickle else ())]
+    key = (model, revision, allow_pickle)
+    if key in _RESOLVED:
+        return _RESOLVED[key]
+    try:  # the cache first: workers and reruns need neither the network nor the token
+        _RESOLVED[key] = Path(snapshot_download(model, revision=revision, local_files_only=True))
+        return _RESOLVED[key]
+    except Exception:
+        pass
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
     try:
-        return Path(
-            snapshot_download(
-                model,
-                revision=revision,
-                local_files_only=offline,
-                token=token,
-                allow_patterns=[*WEIGHT_PATTERNS, *(PICKLE_PATTERNS if allow_pickle else ())],
-            )
+        folder = snapshot_download(
+            model, revision=revision, local_files_only=offline, token=token, allow_patterns=patterns
         )
+        _RESOLVED[key] = Path(folder)
+        return _RESOLVED[key]
     except Exception as err:  # the hub raises many kinds; all mean the same thing to a user
         gated = "gated" in type(err).__name__.lower() or "401" in str(err) or "403" in str(err)
         why = (
