@@ -1,4 +1,7 @@
-"""Hugging Face sequence-classification checkpoints (AutoModelForSequenceClassification), built offline."""
+"""Hugging Face sequence-classification checkpoints (AutoModelForSequenceClassification), built offline.
+
+Two families: `sequence_classification` (softmax over labels) and `regression` (one score, e.g. FineWeb-Edu).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from curator.classifiers.base import DistributedDataClassifier
+from curator.config import ClassifierConfig
+from curator.errors import ConfigError
 from curator.models.encoder import load_tokenizer
-from curator.models.hub import resolve_model
 from curator.models.weights import load_strict, read_safetensors
 
 
@@ -38,25 +43,48 @@ class _Softmax(torch.nn.Module):
         return torch.softmax(logits.float(), dim=-1)
 
 
-def build_sequence_model(folder: Path) -> torch.nn.Module:
+class _Score(torch.nn.Module):
+    """The single regression output of a one-label head: logits.squeeze(-1), as float."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
+
+
+def build_sequence_model(folder: Path, allow_pickle: bool = False) -> torch.nn.Module:
     """Config → AutoModelForSequenceClassification (SDPA where supported) → strict safetensors weights."""
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     try:
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
     except (ValueError, ImportError):  # architectures without SDPA support
         model = AutoModelForSequenceClassification.from_config(config)
-    load_strict(model, read_safetensors(folder))
+    load_strict(model, read_safetensors(folder, allow_pickle))
     return model.eval()
 
 
 class SequenceClassifier(DistributedDataClassifier):
     """Softmax over a fine-tuned classification head; labels from the checkpoint's config."""
 
-    def __init__(self, name: str, model: str, revision: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, model: str, revision: str | None = None, allow_pickle: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(name, **kwargs)
         self.model = model
         self.revision = revision
-        self._labels = labels_from_config(resolve_model(model, revision))
+        self.allow_pickle = allow_pickle
+        self._labels = labels_from_config(self.folder())
+
+    @classmethod
+    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> SequenceClassifier:
+        return cls(name, model=cfg.model, revision=cfg.revision, allow_pickle=cfg.allow_pickle, **common)
+
+    def folder(self) -> Path:
+        """The checkpoint's local folder (fetched on the client, found in the cache on workers)."""
+        return self.resolve(self.model, self.revision, self.allow_pickle)
 
     @property
     def labels(self) -> list[str]:
@@ -66,10 +94,93 @@ class SequenceClassifier(DistributedDataClassifier):
         return ("sequence_classification", self.model, self.revision)
 
     def load_tokenizer(self) -> Any:
-        return load_tokenizer(resolve_model(self.model, self.revision))
+        return load_tokenizer(self.folder())
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        return _Softmax(build_sequence_model(resolve_model(self.model, self.revision))).to(device)
+        return _Softmax(build_sequence_model(self.folder(), self.allow_pickle)).to(device)
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         return self.label_columns(outputs, self._labels)
+
+
+def round_half_even(scores: np.ndarray) -> np.ndarray:
+    """Round as pandas `.round()` and Python's `round` do (2.5 → 2, 3.5 → 4): what upstream wrote."""
+    return np.round(scores)
+
+
+class RegressionClassifier(SequenceClassifier):
+    """One float score per document (FineWeb-Edu): clipped, rounded to an int, optionally thresholded."""
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        int_column: str | None = None,
+        label_column: str | None = None,
+        labels: tuple[str, str] | None = None,
+        label_threshold: float = 2.5,
+        score_range: tuple[float, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("score_column", None)  # the prediction column is the score
+        super().__init__(name, model, **kwargs)
+        if label_column and (labels is None or len(labels) != 2):
+            raise ConfigError(
+                f"Classifier {name!r}: label_column needs two labels [at or above threshold, below]."
+            )
+        if score_range is not None and (len(score_range) != 2 or score_range[0] > score_range[1]):
+            raise ConfigError(f"Classifier {name!r}: score_range must be [low, high], got {score_range}.")
+        self.score_column = self.pred_column
+        self.int_column = int_column
+        self._label_column = label_column
+        self._labels = list(labels) if label_column and labels else []
+        self.label_threshold = label_threshold
+        self.score_range = tuple(score_range) if score_range is not None else None
+
+    @classmethod
+    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> RegressionClassifier:
+        return cls(
+            name,
+            model=cfg.model,
+            revision=cfg.revision,
+            allow_pickle=cfg.allow_pickle,
+            int_column=cfg.int_column,
+            label_column=cfg.label_column,
+            labels=tuple(label.name for label in cfg.labels) if cfg.labels else None,
+            label_threshold=cfg.label_threshold,
+            score_range=tuple(cfg.score_range) if cfg.score_range is not None else None,
+            **common,
+        )
+
+    @property
+    def label_column(self) -> str | None:
+        return self._label_column
+
+    @property
+    def report_columns(self) -> list[str]:
+        return [c for c in (self.int_column, self._label_column) if c]
+
+    def output_types(self) -> dict[str, pa.DataType]:
+        types: dict[str, pa.DataType] = {self.pred_column: pa.float32()}
+        if self.int_column:
+            types[self.int_column] = pa.int16()
+        if self._label_column:
+            types[self._label_column] = pa.string()
+        return types
+
+    def load_model(self, device: torch.device) -> torch.nn.Module:
+        return _Score(build_sequence_model(self.folder(), self.allow_pickle)).to(device)
+
+    def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
+        scores = outputs.reshape(-1).astype(np.float32)
+        if self.score_range is not None:
+            scores = np.clip(scores, *self.score_range)
+        columns: dict[str, Any] = {self.pred_column: scores}
+        if self.int_column:
+            rounded = np.clip(round_half_even(scores), -(2**15), 2**15 - 1)
+            columns[self.int_column] = rounded.astype(np.int16)
+        if self._label_column:
+            above, below = self._labels
+            high = scores >= self.label_threshold
+            columns[self._label_column] = np.where(high, above, below).astype(object)
+        return columns
