@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 
 import dask
-from distributed import Client, LocalCluster, WorkerPlugin
+from distributed import Client, LocalCluster, WorkerPlugin, default_client
 
 from curator.config import ClusterConfig
 from curator.errors import ConfigError
@@ -94,4 +94,18 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
             cores,
             client.dashboard_link,
         )
+        yield client
+
+
+@contextlib.contextmanager
+def ensure_client(cfg: ClusterConfig | None = None) -> Iterator[Client | None]:
+    """The Python API's rule: the current Dask client if there is one, else a local cluster for this call."""
+    try:
+        current = default_client()
+    except ValueError:
+        current = None
+    if current is not None:
+        yield current
+        return
+    with connect(cfg or ClusterConfig()) as client:
         yield client

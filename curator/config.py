@@ -99,6 +99,7 @@ class InferenceConfig:
     sort: bool = True  # sort by token length before batching (off only to measure what it buys)
     prefetch: bool | None = None  # pad/copy the next batch in a thread; None: on for CUDA, off for CPU
     quantize: str | None = None  # int8: dynamic int8 quantisation of Linear layers (CPU only)
+    max_mem_gb: float | None = None  # CUDA: memory batches may use; None: what is free on the device
 
 
 @dataclass

@@ -6,10 +6,17 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from transformers import BertConfig, BertModel
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+)
 
 from curator.config import Config, register_configs, to_config
 from curator.models.hub import resolve_model
@@ -94,3 +101,43 @@ def make_config(tmp_path: Path):
         return compose_config(base + list(overrides))
 
     return make
+
+
+FINEWEB_TEXTS = [text for _, text in DOCS] + ["tiny", "a much longer document about photosynthesis " * 30]
+
+
+@pytest.fixture(scope="session")
+def tiny_fineweb(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
+    """A BertForSequenceClassification regression head saved as the FineWeb-Edu repos ship it."""
+    folder = save_tiny_bert(
+        tmp_path_factory.mktemp("tiny-fineweb"),
+        BertForSequenceClassification,
+        minilm_path,
+        seed=3,
+        num_labels=1,
+        problem_type="regression",
+        initializer_range=0.5,  # large random weights: texts get clearly different scores
+    )
+    # Rescale the head so the scores spread over [-1, 6] and clipping happens at both ends
+    # (logits are linear in the head's weight and bias).
+    raw = reference_scores(folder, FINEWEB_TEXTS)
+    model = BertForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        scale = 7.0 / float(raw.max() - raw.min())
+        bias = float(model.classifier.bias)
+        model.classifier.weight.mul_(scale)
+        model.classifier.bias.fill_(-1.0 - scale * (float(raw.min()) - bias))
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def reference_scores(folder: Path, texts: list[str]) -> np.ndarray:
+    """The model card's snippet: padding="longest", truncation, logits.squeeze(-1).float()."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    scores = []
+    for text in texts:  # the card classifies one text at a time
+        inputs = tokenizer(text, return_tensors="pt", padding="longest", truncation=True, max_length=512)
+        with torch.no_grad():
+            scores.append(model(**inputs).logits.squeeze(-1).float().item())
+    return np.asarray(scores)

@@ -8,53 +8,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
 from curator import pipeline
 from curator.classifiers.sequence import RegressionClassifier
 from curator.config import InferenceConfig
 from curator.errors import ConfigError
-from tests.conftest import DOCS, save_tiny_bert, write_jsonl
-
-TEXTS = [text for _, text in DOCS] + ["tiny", "a much longer document about photosynthesis " * 30]
-
-
-@pytest.fixture(scope="module")
-def tiny_fineweb(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
-    """A BertForSequenceClassification regression head saved as the FineWeb-Edu repos ship it."""
-    folder = save_tiny_bert(
-        tmp_path_factory.mktemp("tiny-fineweb"),
-        BertForSequenceClassification,
-        minilm_path,
-        seed=3,
-        num_labels=1,
-        problem_type="regression",
-        initializer_range=0.5,  # large random weights: texts get clearly different scores
-    )
-    # Rescale the head so the scores spread over [-1, 6] and clipping happens at both ends
-    # (logits are linear in the head's weight and bias).
-    raw = reference_scores(folder, TEXTS)
-    model = BertForSequenceClassification.from_pretrained(folder)
-    with torch.no_grad():
-        scale = 7.0 / float(raw.max() - raw.min())
-        bias = float(model.classifier.bias)
-        model.classifier.weight.mul_(scale)
-        model.classifier.bias.fill_(-1.0 - scale * (float(raw.min()) - bias))
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
-def reference_scores(folder: Path, texts: list[str]) -> np.ndarray:
-    """The model card's snippet: padding="longest", truncation, logits.squeeze(-1).float()."""
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    scores = []
-    for text in texts:  # the card classifies one text at a time
-        inputs = tokenizer(text, return_tensors="pt", padding="longest", truncation=True, max_length=512)
-        with torch.no_grad():
-            scores.append(model(**inputs).logits.squeeze(-1).float().item())
-    return np.asarray(scores)
+from tests.conftest import FINEWEB_TEXTS as TEXTS
+from tests.conftest import reference_scores, write_jsonl
 
 
 def make(folder: Path, **kwargs) -> RegressionClassifier:

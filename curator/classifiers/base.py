@@ -58,6 +58,8 @@ class DistributedDataClassifier:
         max_length: int | None = None,
         batch_size: int = 256,
         inference: InferenceConfig | None = None,
+        token: str | None = None,
+        filter_by: list[str] | None = None,
     ) -> None:
         self.name = name
         self.text_field = text_field
@@ -71,7 +73,8 @@ class DistributedDataClassifier:
         self.inference = inference or InferenceConfig()
         check_engine(self.inference)
         self.last_stats = RunStats()
-        self._token: str | None = None  # Python API `token=`; never pickled, logged or saved
+        self._token = token  # Python API `token=`; never pickled, logged or saved (else HF_TOKEN is used)
+        self.filter_by = list(filter_by) if filter_by is not None else None  # Python API: labels to keep
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for Dask workers without the token (workers read the files the client fetched)."""
@@ -164,6 +167,10 @@ class DistributedDataClassifier:
         empty = self._typed(pd.DataFrame({c: [] for c in self.output_types()}))
         return frame.iloc[:0].assign(**{c: empty[c].array for c in empty})
 
+    def __call__(self, dataset: Any) -> Any:
+        """Python API: label a DocumentDataset (lazily), keeping only `filter_by` labels when set."""
+        return dataset.classify(self, self.filter_by)
+
     # ---- running -------------------------------------------------------------------------------
     def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
         device = resolve_device(self.inference.device)
@@ -187,8 +194,9 @@ class DistributedDataClassifier:
         config = getattr(model, "config", None)  # every family's model exposes its backbone config
         autocast = resolve_autocast(self.inference.dtype, device)
         dtype_bytes = torch.finfo(autocast).bits // 8 if autocast else 4
-        key = (self.model_key(), str(device), dtype_bytes, max_length, "budget")
-        return cache.get_or_load(key, lambda: cuda_token_budget(config, device, max_length, dtype_bytes))
+        cap = self.inference.max_mem_gb
+        key = (self.model_key(), str(device), dtype_bytes, max_length, cap, "budget")
+        return cache.get_or_load(key, lambda: cuda_token_budget(config, device, max_length, dtype_bytes, cap))
 
     def predict(self, texts: list[str], stats: RunStats | None = None) -> dict[str, Any]:
         """Classify texts in memory: the engine's whole path for one partition (costs into `stats`)."""

@@ -27,9 +27,16 @@ def family_class(family: str) -> type[DistributedDataClassifier]:
 
 
 def build_classifier(
-    name: str, cfg: ClassifierConfig, text_field: str, inference: InferenceConfig
+    name: str,
+    cfg: ClassifierConfig,
+    text_field: str,
+    inference: InferenceConfig,
+    token: str | None = None,
 ) -> DistributedDataClassifier:
-    """Build one classifier from its config; unknown families fail with the list of known ones."""
+    """Build one classifier from its config; unknown families fail with the list of known ones.
+
+    `token` comes only from the Python API (configs never hold secrets; runs read HF_TOKEN).
+    """
     if cfg.family not in FAMILIES:
         raise ConfigError(
             f"Classifier {name!r}: unknown family {cfg.family!r}; known families: {sorted(FAMILIES)}"
@@ -44,6 +51,7 @@ def build_classifier(
         max_length=cfg.max_length,
         batch_size=cfg.batch_size,
         inference=inference,
+        token=token,
     )
     return family_class(cfg.family).from_config(name, cfg, **common)
 

@@ -23,8 +23,12 @@ def bytes_per_token(config: Any, length: int, dtype_bytes: int) -> float:
     return float(dtype_bytes * (6 * hidden + 2 * intermediate + 2 * heads * length))
 
 
-def cuda_token_budget(config: Any, device: torch.device, max_length: int, dtype_bytes: int) -> int:
-    """Tokens per batch that fit in the free memory of `device` at the longest padded length."""
+def cuda_token_budget(
+    config: Any, device: torch.device, max_length: int, dtype_bytes: int, max_mem_gb: float | None = None
+) -> int:
+    """Tokens per batch that fit in the free memory of `device` (at most max_mem_gb) at the longest length."""
     free, _total = torch.cuda.mem_get_info(device)
+    if max_mem_gb is not None:
+        free = min(free, int(max_mem_gb * 2**30))
     per_token = bytes_per_token(config, max_length, dtype_bytes)
     return max(max_length, int(free * CUDA_MEMORY_FRACTION / per_token))

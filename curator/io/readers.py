@@ -19,7 +19,7 @@ LINE_COLUMN = "_curator_line"  # 1-based JSONL line or 0-based Parquet row, for 
 HIDDEN_PREFIX = "_curator_"
 
 
-def _parse_line(raw: bytes, text_field: str) -> tuple[dict[str, Any] | None, str | None]:
+def _parse_line(raw: bytes, text_field: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """A JSON object and None, or None and the reason it is not a usable record."""
     try:
         line = raw.decode("utf-8")
@@ -31,6 +31,8 @@ def _parse_line(raw: bytes, text_field: str) -> tuple[dict[str, Any] | None, str
         return None, f"invalid JSON: {err}"
     if not isinstance(record, dict):
         return None, f"not a JSON object: {type(record).__name__}"
+    if text_field is None:  # Python API: the text is checked when a classifier runs
+        return record, None
     return record, _text_problem(record.get(text_field, _MISSING), text_field)
 
 
@@ -48,7 +50,7 @@ def _text_problem(value: Any, text_field: str) -> str | None:
     return None
 
 
-def read_jsonl(spec: InputFile, text_field: str, limit: int | None = None) -> pd.DataFrame:
+def read_jsonl(spec: InputFile, text_field: str | None, limit: int | None = None) -> pd.DataFrame:
     """Every line of a JSONL file (plain or compressed) as a row; input values keep their JSON types."""
     records: list[dict[str, Any]] = []
     errors: list[str | None] = []
@@ -80,7 +82,7 @@ def _object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.RangeIndex(len(records)))
 
 
-def read_parquet(spec: InputFile, text_field: str, limit: int | None = None) -> pd.DataFrame:
+def read_parquet(spec: InputFile, text_field: str | None, limit: int | None = None) -> pd.DataFrame:
     """A Parquet file as a partition; rows whose text is not a string are marked bad."""
     with fsspec.open(spec.path, "rb") as handle:
         if limit is None:
@@ -92,7 +94,9 @@ def read_parquet(spec: InputFile, text_field: str, limit: int | None = None) -> 
                 pa.Table.from_batches([batch]) if batch is not None else parquet.schema_arrow.empty_table()
             )
     frame = table.to_pandas()
-    if text_field in frame.columns:
+    if text_field is None:
+        errors = [None] * len(frame)
+    elif text_field in frame.columns:
         errors = [_text_problem(v, text_field) for v in frame[text_field].tolist()]
     else:
         errors = [f"missing text field {text_field!r}"] * len(frame)
@@ -106,11 +110,27 @@ def _finish(frame: pd.DataFrame, errors: list, raws: list, lines: list) -> pd.Da
     return frame
 
 
-def read_file(spec: InputFile, text_field: str, id_field: str, limit: int | None = None) -> pd.DataFrame:
+def read_file(
+    spec: InputFile, text_field: str | None, id_field: str, limit: int | None = None
+) -> pd.DataFrame:
     """One input file as a partition, with a stable id column (the input's, else `name:line`)."""
     reader = read_jsonl if spec.format == "jsonl" else read_parquet
     frame = reader(spec, text_field, limit)
     if id_field not in frame.columns:
         ids = [f"{spec.stem}:{n}" for n in frame[LINE_COLUMN].tolist()]
         frame.insert(0, id_field, pd.Series(ids, index=frame.index, dtype=object))
+    return frame
+
+
+def mark_bad_text(frame: pd.DataFrame, text_field: str) -> pd.DataFrame:
+    """Mark rows whose text cannot be classified (missing, null, not a string), keeping earlier reasons."""
+    values = frame[text_field].tolist() if text_field in frame.columns else [_MISSING] * len(frame)
+    problems = [_text_problem(v, text_field) for v in values]
+    frame = frame.copy()
+    earlier = frame[ERROR_COLUMN].tolist() if ERROR_COLUMN in frame.columns else [None] * len(frame)
+    merged = [e if e is not None else p for e, p in zip(earlier, problems, strict=True)]
+    frame[ERROR_COLUMN] = pd.Series(merged, index=frame.index, dtype=object)
+    for column, default in ((RAW_COLUMN, None), (LINE_COLUMN, 0)):
+        if column not in frame.columns:
+            frame[column] = default
     return frame
