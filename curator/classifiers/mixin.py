@@ -1,0 +1,67 @@
+"""NVIDIA's DeBERTa classifiers in the PyTorchModelHubMixin format: domain, multilingual domain, quality,
+content type. One linear head on the first token; labels from the checkpoint's label2id."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import torch
+
+from curator.classifiers.base import DistributedDataClassifier
+from curator.classifiers.sequence import labels_from_config
+from curator.config import ClassifierConfig
+from curator.models.encoder import load_tokenizer
+from curator.models.mixin import backbone_config, base_model_of, load_mixin_classifier
+
+
+class MixinClassifier(DistributedDataClassifier):
+    """Softmax over a mixin checkpoint's head; the backbone is built from its config, never downloaded."""
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        revision: str | None = None,
+        base_model: str | None = None,
+        allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.model = model
+        self.revision = revision
+        self.base_model = base_model
+        self.allow_pickle = allow_pickle
+        # Fail on the client, before any cluster starts, if the checkpoint or its backbone config is missing.
+        folder = self.resolve(model, revision, allow_pickle)
+        self._labels = labels_from_config(folder)
+        backbone_config(base_model_of(folder, base_model))
+
+    @classmethod
+    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> MixinClassifier:
+        return cls(
+            name,
+            model=cfg.model,
+            revision=cfg.revision,
+            base_model=cfg.base_model,
+            allow_pickle=cfg.allow_pickle,
+            **common,
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._labels)
+
+    def model_key(self) -> Hashable:
+        return ("deberta_mixin", self.model, self.revision, self.base_model, self.allow_pickle)
+
+    def load_tokenizer(self) -> Any:
+        return load_tokenizer(self.resolve(self.model, self.revision, self.allow_pickle))
+
+    def load_model(self, device: torch.device) -> torch.nn.Module:
+        folder = self.resolve(self.model, self.revision, self.allow_pickle)
+        return load_mixin_classifier(folder, self.base_model, self.allow_pickle).to(device)
+
+    def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
+        return self.label_columns(outputs, self._labels)
