@@ -146,3 +146,37 @@ def test_without_a_client_the_api_starts_a_local_cluster_and_closes_it(
     assert (counts["written"], counts["quarantined"]) == (len(FINEWEB_TEXTS), 2)
     with pytest.raises(ValueError):
         default_client()  # nothing left running
+
+
+def test_the_domain_seed_example_runs_with_only_imports_changed(client, tmp_path: Path) -> None:
+    from curator.classifiers import DomainClassifier
+    from tests.fixtures_deberta import (
+        DOMAIN_LABELS,
+        save_backbone,
+        texts_of_many_lengths,
+        write_mixin_checkpoint,
+    )
+    from tests.test_mixin import card_predict
+
+    domain_ckpt = write_mixin_checkpoint(
+        tmp_path / "domain", save_backbone(tmp_path / "bb"), DOMAIN_LABELS, 1
+    )
+    texts = texts_of_many_lengths()
+    expected, _ = card_predict(domain_ckpt, texts, max_length=512)
+    wanted = sorted(set(expected), key=expected.count)[-2:]  # the two labels this random head gives most
+    write_jsonl(tmp_path / "books_dataset" / "a.jsonl", [{"text": t} for t in texts[:6]])
+    write_jsonl(tmp_path / "books_dataset" / "b.jsonl", [{"text": t} for t in texts[6:]])
+    # --- the seed's example (plus model= for the local fixture) ---
+    files = get_all_files_paths_under(str(tmp_path / "books_dataset"))
+    input_dataset = DocumentDataset.read_json(files, backend="pandas")
+    domain_classifier = DomainClassifier(filter_by=wanted, model=str(domain_ckpt))
+    result_dataset = domain_classifier(dataset=input_dataset)
+    result_dataset.to_json(str(tmp_path / "games_and_sports"))
+    # --- what it must have done ---
+    written = read_jsonl_folder(tmp_path / "games_and_sports")
+    assert sorted(written["text"]) == sorted(
+        t for t, label in zip(texts, expected, strict=True) if label in wanted
+    )
+    assert dict(zip(written["text"], written["domain_pred"], strict=True)) == {
+        t: label for t, label in zip(texts, expected, strict=True) if label in wanted
+    }
