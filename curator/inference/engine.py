@@ -29,6 +29,7 @@ class BatchPlan:
     sort: bool = True
     autocast: torch.dtype | None = None  # CUDA autocast dtype (None: run in the weights' dtype)
     prefetch: bool = False  # prepare the next batch in a thread while the model runs
+    extra_tokens: int = 0  # tokens each row grows by inside `forward` (generation), charged to the budget
 
 
 @dataclass
@@ -155,6 +156,8 @@ def run_batches(
 ) -> np.ndarray:
     """Apply `forward(input_ids, attention_mask) -> [rows, ...]` to every row; results in input order.
 
+    Float outputs come back as float32, integer outputs (generated token ids) as they are.
+
     With `plan.prefetch` the next batch is padded (and copied to the device) in a thread while the model
     runs the current one. On an out-of-memory error the failed batch is planned again under half its
     padded size, and that lower budget stays for the rest of the call; a single row that does not fit
@@ -165,6 +168,7 @@ def run_batches(
     lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=n)
     order = length_order(lengths, plan.sort)
     sorted_lengths = lengths[order]
+    planned = sorted_lengths + plan.extra_tokens  # what a row costs at its longest
     budget = plan.token_budget
     out: np.ndarray | None = None
 
@@ -180,28 +184,29 @@ def run_batches(
     executor = ThreadPoolExecutor(max_workers=1) if plan.prefetch else _Inline()
     with executor, torch.inference_mode(), autocast:
         start = 0
-        end = next_batch_end(sorted_lengths, start, budget, plan.max_rows) if n else 0
+        end = next_batch_end(planned, start, budget, plan.max_rows) if n else 0
         pending = executor.submit(prepare, start, end) if n else None
         while start < n:
             input_ids, mask = pending.result()
-            following = next_batch_end(sorted_lengths, end, budget, plan.max_rows) if end < n else end
+            following = next_batch_end(planned, end, budget, plan.max_rows) if end < n else end
             upcoming = executor.submit(prepare, end, following) if end < n else None
             try:
-                result = forward(input_ids, mask).float().cpu().numpy()
+                result = forward(input_ids, mask)
+                result = (result.float() if result.is_floating_point() else result).cpu().numpy()
             except Exception as err:
                 if not is_oom(err) or end - start == 1:
                     raise
                 del input_ids, mask
-                budget = max(1, int(sorted_lengths[start:end].max()) * (end - start) // 2)
+                budget = max(1, int(planned[start:end].max()) * (end - start) // 2)
                 stats.oom_retries += 1
                 log.warning("Out of memory on a batch of %d rows; token budget now %d", end - start, budget)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-                end = next_batch_end(sorted_lengths, start, budget, plan.max_rows)
+                end = next_batch_end(planned, start, budget, plan.max_rows)
                 pending = executor.submit(prepare, start, end)
                 continue
             if out is None:
-                out = np.empty((n, *result.shape[1:]), dtype=np.float32)
+                out = np.empty((n, *result.shape[1:]), dtype=result.dtype)
             out[order[start:end]] = result
             stats.batches += 1
             stats.real_tokens += int(sorted_lengths[start:end].sum())
