@@ -424,3 +424,39 @@ def test_generated_tokens_are_charged_to_the_budget_and_ids_stay_integers() -> N
     out = run_batches(ids, forward, plan, pad_id=0, device=torch.device("cpu"), left_pad=True, stats=stats)
     assert widths == [2, 2, 2]  # 2 rows x (10 + 20) = 60 tokens; without the extra, 6 rows would fit
     assert out.dtype == np.int64 and (out == 2**24 + 5).all()
+
+
+def test_the_aegis_seed_example_runs_with_only_imports_changed(
+    rigged: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from distributed import Client, LocalCluster
+
+    from curator.classifiers import AegisClassifier as SeedAegisClassifier
+    from curator.datasets import DocumentDataset
+    from curator.utils.file_utils import get_all_files_paths_under
+
+    base, adapter = rigged
+    texts = ["Bake the bread.", f"The {TRIGGER} escaped.", "Go for a walk.", f"Feed the {TRIGGER}."]
+    write_jsonl(tmp_path / "docs" / "a.jsonl", [{"text": t} for t in texts])
+    secret = "hf_never_in_outputs"
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        # --- the seed's example (plus base_model= for the local fixture) ---
+        files = get_all_files_paths_under(str(tmp_path / "docs"))
+        input_dataset = DocumentDataset.read_json(files, backend="pandas")
+        safety_classifier = SeedAegisClassifier(
+            aegis_variant=str(adapter),
+            token=secret,
+            filter_by=["safe", "O13"],
+            keep_raw_pred=True,
+            raw_pred_column="raw_predictions",
+            base_model=str(base),
+        )
+        result_dataset = safety_classifier(dataset=input_dataset)
+        result_dataset.to_json(str(tmp_path / "safe"))
+    written = pd.read_json(tmp_path / "safe" / "a.jsonl", lines=True, dtype=False)
+    assert list(written["text"]) == ["Bake the bread.", "Go for a walk."]
+    assert set(written["aegis_pred"]) == {"safe"} and set(written["raw_predictions"]) == {" safe"}
+    assert all(secret not in p.read_text() for p in (tmp_path / "safe").rglob("*") if p.is_file())
