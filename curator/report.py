@@ -16,13 +16,15 @@ def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str)
     for s in stats:
         for column, counts in s["labels"].items():
             labels.setdefault(column, Counter()).update(counts)
-    classified = totals["read"] - totals["quarantined"]
+    fresh = [s for s in stats if s.get("status", "done") == "done"]  # not units skipped as done before
+    classified = sum(s["read"] - s["quarantined"] for s in fresh)
     engine: dict[str, dict[str, float]] = {}
     for s in stats:
         for name, part in s.get("classify", {}).items():
             into = engine.setdefault(name, {})
             for key, value in part.items():
-                into[key] = into.get(key, 0) + value
+                if not isinstance(value, dict):  # histograms are merged below
+                    into[key] = into.get(key, 0) + value
     for part in engine.values():
         part["docs_per_task_second"] = (
             round(part["documents"] / part["seconds"], 2) if part["seconds"] else None
@@ -32,14 +34,28 @@ def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str)
         )
     return {
         **totals,
-        "files": len(stats),
+        "files": len({s["input"] for s in stats}),
+        "parts": len(stats),
         "labels": {column: dict(counts.most_common()) for column, counts in labels.items()},
         "seconds": round(seconds, 3),
         "docs_per_second": round(classified / seconds, 2) if seconds > 0 else None,
         "classifiers": engine,
+        "histograms": merge_histograms(stats),
         "output_path": output_path,
         "per_file": list(stats),
     }
+
+
+def merge_histograms(stats: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Add up the per-file score histograms of every classifier (same bins everywhere)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for s in stats:
+        for part in s.get("classify", {}).values():
+            for column, hist in part.get("histograms", {}).items():
+                empty = {"range": hist["range"], "counts": [0] * len(hist["counts"])}
+                into = merged.setdefault(column, empty)
+                into["counts"] = [a + b for a, b in zip(into["counts"], hist["counts"], strict=True)]
+    return merged
 
 
 def format_summary(summary: dict[str, Any], top: int = 10) -> str:

@@ -34,6 +34,8 @@ ERROR_COLUMN = "_curator_error"
 STATS_ATTR = "curator_classify"
 
 
+# Bins of the score histograms in run reports.
+HISTOGRAM_BINS = 20
 # Arrow types of flags and rounded scores → pandas dtypes that keep missing values missing.
 _NULLABLE = {pa.bool_(): pd.BooleanDtype(), pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype()}
 
@@ -132,6 +134,23 @@ class DistributedDataClassifier:
     def label_column(self) -> str | None:
         """The column that holds `labels` (what filter.keep/drop test by default)."""
         return self.pred_column
+
+    @property
+    def histogram_ranges(self) -> dict[str, tuple[float, float]]:
+        """Score columns whose distribution the report draws, with their value range."""
+        return {self.score_column: (0.0, 1.0)} if self.score_column else {}
+
+    def histograms(self, columns: pd.DataFrame, bins: int = HISTOGRAM_BINS) -> dict[str, dict[str, Any]]:
+        """Fixed-bin counts of each score column (values outside the range count in the end bins)."""
+        out = {}
+        for column, (low, high) in self.histogram_ranges.items():
+            if column not in columns:
+                continue
+            values = columns[column].to_numpy(dtype=np.float64, na_value=np.nan)
+            values = np.clip(values[~np.isnan(values)], low, high)
+            counts, _ = np.histogram(values, bins=bins, range=(low, high))
+            out[column] = {"range": [low, high], "counts": counts.tolist()}
+        return out
 
     @property
     def report_columns(self) -> list[str]:
@@ -251,5 +270,6 @@ class DistributedDataClassifier:
             "padded_tokens": stats.padded_tokens,
             "batches": stats.batches,
             "oom_retries": stats.oom_retries,
+            "histograms": self.histograms(columns),
         }
         return out

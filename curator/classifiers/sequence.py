@@ -160,6 +160,10 @@ class RegressionClassifier(SequenceClassifier):
     def report_columns(self) -> list[str]:
         return [c for c in (self.int_column, self._label_column) if c]
 
+    @property
+    def histogram_ranges(self) -> dict[str, tuple[float, float]]:
+        return {self.pred_column: self.score_range} if self.score_range else {}
+
     def output_types(self) -> dict[str, pa.DataType]:
         types: dict[str, pa.DataType] = {self.pred_column: pa.float32()}
         if self.int_column:
