@@ -1,0 +1,166 @@
+"""`curator-classifiers`: every classifier config with its model, columns and labels, without loading a model.
+
+curator-classifiers                     # the shipped classifiers
+curator-classifiers domain aegis        # only these
+curator-classifiers --config-dir my_conf --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from curator.classifiers.aegis_prompt import AEGIS_LABELS
+from curator.config import ClassifierConfig
+
+CONTENT_TYPES = [
+    "Product/Company/Organization/Personal Websites", "Explanatory Articles", "News", "Blogs", "MISC",
+    "Boilerplate Content", "Analytical Exposition", "Online Comments", "Reviews", "Books and Literature",
+    "Conversational",
+]  # fmt: skip
+
+
+def published_labels(model: str) -> list[str] | None:
+    """Label sets of the published checkpoints (their config.json holds them; these need no download)."""
+    if model in ("nvidia/domain-classifier", "nvidia/multilingual-domain-classifier"):
+        # the same 26 labels as the offline zero-shot stand-in
+        return [label.name for label in load(config_files([])["zero_shot_domain"]).labels]
+    return {
+        "nvidia/quality-classifier-deberta": ["High", "Medium", "Low"],
+        "nvidia/content-type-classifier-deberta": CONTENT_TYPES,
+    }.get(model)
+
+
+PROMPT_COLUMNS = [
+    "task_type_1",
+    "task_type_2",
+    "task_type_prob",
+    "creativity_scope",
+    "reasoning",
+    "contextual_knowledge",
+    "number_of_few_shots",
+    "domain_knowledge",
+    "no_label_reason",
+    "constraint_ct",
+    "prompt_complexity_score",
+]
+
+
+def config_files(config_dirs: list[str]) -> dict[str, Path]:
+    """classifier name → YAML file: the shipped ones, then the user's (which win on equal names)."""
+    folders = [Path(str(resources.files("curator") / "conf" / "classifier"))]
+    folders += [Path(d) / "classifier" for d in config_dirs]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.yaml")):
+            found[path.stem] = path
+    return found
+
+
+def load(path: Path) -> ClassifierConfig:
+    """One classifier YAML through the schema (a typo fails here too)."""
+    node = OmegaConf.merge(OmegaConf.structured(ClassifierConfig), OmegaConf.load(path))
+    return OmegaConf.to_object(node)  # type: ignore[return-value]
+
+
+def columns(cfg: ClassifierConfig) -> list[str]:
+    """The output columns a config writes, with a note on the conditional ones."""
+    if cfg.family == "prompt_task_complexity":
+        return list(PROMPT_COLUMNS)
+    out = [cfg.pred_column]
+    for column, note in (
+        (cfg.score_column, ""),
+        (cfg.int_column, ""),
+        (cfg.label_column, ""),
+        (cfg.prob_column, "" if cfg.keep_prob else " (with keep_prob=true)"),
+        (cfg.raw_pred_column, "" if cfg.keep_raw_pred else " (with keep_raw_pred=true)"),
+    ):
+        if column:
+            out.append(column + note)
+    if cfg.family == "instruction_data_guard" and cfg.score_column is None:
+        out.append("instruction_data_guard_poisoning_score")
+    return out
+
+
+def labels(cfg: ClassifierConfig) -> tuple[list[str], str]:
+    """The labels and where they come from (the YAML, the published checkpoint, or its config)."""
+    if cfg.labels:
+        return [label.name for label in cfg.labels], "config"
+    if cfg.family == "instruction_data_guard":
+        return [], "nowhere: it writes a score and a flag"
+    if cfg.family == "llm_guard":
+        return list(AEGIS_LABELS), "reply parser"
+    published = published_labels(cfg.model)
+    if published:
+        return published, "published checkpoint"
+    local = Path(os.path.expanduser(cfg.model)) / "config.json"
+    if local.is_file():
+        data = json.loads(local.read_text())
+        mapping = data.get("label2id") or {}
+        return [n for n, _ in sorted(mapping.items(), key=lambda item: int(item[1]))], "checkpoint"
+    return [], "the checkpoint's config.json"
+
+
+def describe(name: str, cfg: ClassifierConfig) -> dict[str, Any]:
+    """Everything the listing shows about one classifier."""
+    names, source = labels(cfg)
+    return {
+        "name": name,
+        "family": cfg.family,
+        "model": cfg.model,
+        "base_model": cfg.base_model,
+        "adapter": cfg.adapter,
+        "columns": columns(cfg),
+        "labels": names,
+        "labels_from": source,
+        "max_length": cfg.max_length,
+        "max_chars": cfg.max_chars,
+        "batch_size": cfg.batch_size,
+    }
+
+
+def format_entry(entry: dict[str, Any]) -> str:
+    """A few readable lines per classifier."""
+    models = entry["model"] + "".join(
+        f" + {key} {entry[key]}" for key in ("adapter", "base_model") if entry[key]
+    )
+    shown = ", ".join(entry["labels"]) if entry["labels"] else f"none here; from {entry['labels_from']}"
+    count = f" ({len(entry['labels'])}, {entry['labels_from']})" if entry["labels"] else ""
+    limits = f"{entry['max_length'] or 'model'} tokens, {entry['max_chars'] or 'no'} char cut"
+    limits += f", batch ≤ {entry['batch_size']}"
+    return "\n".join(
+        [
+            f"{entry['name']}  [{entry['family']}]",
+            f"  model:   {models}",
+            f"  columns: {', '.join(entry['columns'])}",
+            f"  labels:  {shown}{count}",
+            f"  limits:  {limits}",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """List classifiers: `python run.py classifier=NAME` takes any name shown."""
+    parser = argparse.ArgumentParser(prog="curator-classifiers", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="only these classifiers")
+    parser.add_argument("--config-dir", action="append", default=[], help="also your own conf folder(s)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    files = config_files(args.config_dir)
+    unknown = [n for n in args.names if n not in files]
+    if unknown:
+        parser.exit(2, f"Unknown classifier(s) {unknown}; available: {sorted(files)}\n")
+    chosen = args.names or sorted(files)
+    entries = [describe(name, load(files[name])) for name in chosen]
+    print(json.dumps(entries, indent=2) if args.json else "\n\n".join(format_entry(e) for e in entries))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

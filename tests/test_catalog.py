@@ -1,0 +1,44 @@
+"""`curator-classifiers`: every shipped classifier listed with model, columns and labels, no model loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from curator.catalog import main
+from tests.test_config import CONF
+
+
+def listing(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_every_shipped_classifier_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    entries = {e["name"]: e for e in listing(capsys)}
+    assert sorted(entries) == sorted(p.stem for p in (CONF / "classifier").glob("*.yaml"))
+    assert len(entries["domain"]["labels"]) == 26 and entries["domain"]["model"] == "nvidia/domain-classifier"
+    assert entries["quality"]["labels"] == ["High", "Medium", "Low"]
+    assert entries["aegis"]["labels"][:3] == ["unknown", "safe", "O1"]
+    assert entries["fineweb_edu"]["columns"] == ["fineweb-edu-score", "fineweb-edu-score-int"]
+    assert "prompt_complexity_score" in entries["prompt_task_complexity"]["columns"]
+
+
+def test_user_configs_and_readable_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "classifier").mkdir()
+    (tmp_path / "classifier" / "tickets.yaml").write_text(
+        "family: zero_shot\nmodel: m\npred_column: ticket_pred\nlabels: [{name: bug}, {name: billing}]\n"
+    )
+    (entry,) = listing(capsys, "tickets", "--config-dir", str(tmp_path))
+    assert entry["labels"] == ["bug", "billing"] and entry["columns"] == ["ticket_pred"]
+    assert main(["fineweb_mixtral_edu"]) == 0
+    text = capsys.readouterr().out
+    assert "fineweb-mixtral-edu-score-label" in text and "high_quality, low_quality" in text
+
+
+def test_unknown_name_lists_the_available_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["domian"])
+    assert stop.value.code == 2 and "domain" in capsys.readouterr().err
