@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -65,22 +66,49 @@ def test_console_script_is_the_same_app(tmp_path: Path) -> None:
         ("dataset.text_field=body", "Text field 'body' is not in"),
         ("dataset.path=/no/such/folder", "'/no/such/folder' does not exist"),
         ("classifier.zero_shot_domain.model=./no/model", "Model path './no/model' does not exist"),
+        ("classifier=domain", "Model 'nvidia/domain-classifier' is not available here"),
+        ("classifier=aegis", "Gated models need a token in the HF_TOKEN environment variable"),
     ],
 )
 def test_usual_mistakes_exit_2_with_a_message_and_no_traceback(
     override: str, expected: str, docs_dir: Path, tmp_path: Path
 ) -> None:
     args = [f"dataset.path={docs_dir}", "cluster=sync", override]
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
     result = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=120,
+        env=offline,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-2000:]
     assert expected in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("classifier=domian", "Available options"),
+        ("filter=saef", "Available options"),
+        ("cluster.n_wrkers=2", "n_wrkers"),
+    ],
+)
+def test_unknown_option_or_key_lists_the_valid_ones(override: str, expected: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), override],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and expected in output and "Traceback" not in output
+    if "Available options" in expected:
+        assert ("domain" if "classifier" in override else "safe") in output.split("Available options")[1]
 
 
 @pytest.mark.slow
