@@ -15,26 +15,55 @@ class DatasetConfig:
     """Where the documents are and which column holds the text."""
 
     name: str = MISSING  # short name, used in the default output path
-    path: Any = MISSING  # a file, a directory, a glob, or a list of those
+    path: Any = MISSING  # file, folder, glob, @list-file (a path a line), or a list; local or fsspec URL
     format: str | None = None  # jsonl | parquet; None: from each file's extension
     text_field: str = "text"  # the column to classify
     id_field: str = "id"  # kept if present, else made from file name + line/row
     backend: str = "pandas"  # pandas | cudf (GPU clusters only)
+    # Plain JSONL (byte ranges on line starts) and Parquet (row groups) larger than this are split into
+    # parts written as <name>.partNNNN.<ext>; compressed files never are. Bytes or "128MiB"; null: never.
+    blocksize: Any = "128MiB"
+    files_per_partition: int = 1  # group up to this many small files (together ≤ blocksize) per task
+    retries: int = 1  # re-run a task that raised this often before the run fails (worker deaths: Dask's)
 
 
 @dataclass
 class ClusterConfig:
-    """Which Dask cluster runs the work."""
+    """Which Dask cluster runs the work; each key says which kinds read it (one schema, flat keys)."""
 
-    kind: str = "local"  # local | sync | scheduler
-    n_workers: int | None = None  # None: available cores // torch_threads
-    threads_per_worker: int = 1  # Dask task threads per worker (keep 1 for CPU inference)
-    torch_threads: int | None = None  # intra-op threads per worker; None: share of the cores
-    memory_limit: str = "auto"  # per worker, as distributed understands it
-    processes: bool = True  # worker processes (True) or threads in this process (False)
-    dashboard_address: str | None = ":0"  # None disables the dashboard
-    address: str | None = None  # kind=scheduler: tcp://host:port
-    scheduler_file: str | None = None  # kind=scheduler: path written by `dask scheduler --scheduler-file`
+    kind: str = "local"  # local | local_cuda | scheduler | slurm | sync
+    n_workers: int | None = None  # local: None = cores // torch_threads; slurm (CPU): workers per job
+    threads_per_worker: int = 1  # Dask task threads per worker (keep 1 for inference)
+    torch_threads: int | None = None  # intra-op threads per worker; None: its share of the cores
+    memory_limit: str = "auto"  # local, local_cuda: host memory per worker, as distributed understands it
+    processes: bool = True  # local: worker processes (True) or threads in this process (False)
+    dashboard_address: str | None = ":0"  # local, local_cuda, slurm: None disables the dashboard
+    protocol: str | None = None  # local_cuda, slurm: tcp | ucx (UCX needs ucx-py); None: tcp
+    interface: str | None = None  # local_cuda, slurm: network interface (e.g. ib0); None: the default
+    local_directory: str | None = None  # worker scratch space for spilling; None: Dask's temporary-directory
+    # local_cuda (dask-cuda)
+    cuda_visible_devices: list[int] | None = None  # GPUs that get a worker, e.g. [0,1]; None: all visible
+    rmm_pool_size: str | None = None  # per-GPU RMM pool for cuDF ("24GB" or "0.5"); None: no pool
+    device_memory_limit: str | None = None  # spill device memory to host above this; None: dask-cuda default
+    enable_cudf_spill: bool = False  # cuDF's own spilling (dataset.backend=cudf)
+    # scheduler: join a running cluster
+    scheduler_address: str | None = None  # tcp://host:8786
+    address: str | None = None  # older name of scheduler_address, still accepted
+    scheduler_file: str | None = None  # path written by `dask scheduler --scheduler-file`
+    # slurm (dask-jobqueue): each job runs the workers of one node or allocation
+    jobs: int = 1  # jobs to submit (scale to)
+    cores: int | None = None  # CPUs per job (--cpus-per-task)
+    memory: str | None = None  # memory per job, e.g. 64GB
+    walltime: str = "01:00:00"
+    partition: str | None = None  # -p; None: the site default
+    account: str | None = None  # -A
+    gpus: int = 0  # GPUs per job (--gres=gpu:N); > 0 runs `dask cuda worker`, one worker per GPU
+    worker_command: str | None = None  # run as python -m <this>; None: dask worker, or dask cuda worker
+    worker_extra_args: list[str] = field(default_factory=list)  # e.g. [--rmm-pool-size, 24GB]
+    job_extra_directives: list[str] = field(default_factory=list)  # more #SBATCH lines, e.g. [--qos=high]
+    job_script_prologue: list[str] = field(default_factory=list)  # module load ..., source .../activate
+    log_directory: str | None = None  # worker job logs; None: the submission directory
+    python: str | None = None  # interpreter on the nodes; None: this one (shared filesystem)
 
 
 @dataclass
@@ -73,6 +102,9 @@ class ClassifierConfig:
     keep_raw_pred: bool = False  # llm_guard: also write the model's raw reply
     raw_pred_column: str | None = None  # llm_guard: column of the raw reply
     max_new_tokens: int = 100  # llm_guard: generation limit
+    generation: str = "fast"  # llm_guard: fast (cached prompt prefix, stop once the label is set) | reference
+    score_unsafe: bool = False  # llm_guard: write P("unsafe") of the first reply token to score_column
+    unsafe_threshold: float | None = None  # llm_guard: the reply starts "unsafe" iff P >= this (None: greedy)
 
 
 @dataclass
@@ -108,6 +140,9 @@ class OutputConfig:
 
     path: str | None = None  # None: outputs/data/<dataset.name>/<classifier names> (stable across reruns)
     format: str | None = None  # jsonl | parquet; None: same as each input file
+    # resume: skip units .curator/manifest.jsonl lists as done (same config fingerprint only);
+    # overwrite: delete what the previous run recorded, then start afresh; error: refuse a used folder
+    mode: str = "resume"
 
 
 @dataclass
