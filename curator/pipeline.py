@@ -1,91 +1,227 @@
-"""The flow: config → cluster → read → classify → filter → write → report. Tests call `run` directly."""
+"""The flow: config → cluster → read → classify → filter → write → report. Tests call `run` directly.
+
+Tasks stream read → classify → write per unit (curator.io.tasks) and return only small counts; the
+client records each finished unit in the output folder's manifest as it completes, so a rerun of the
+same command skips what the manifest lists (curator.io.manifest).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import re
 import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
-
-import dask
-import dask.dataframe as dd
-import pandas as pd
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifiers
 from curator.cluster import connect
 from curator.config import Config
-from curator.errors import ConfigError
+from curator.errors import ConfigError, UserError
 from curator.filters import build_filter
 from curator.io.files import InputFile, discover
+from curator.io.gpu import partition_reader
+from curator.io.manifest import SUMMARY, Manifest, open_manifest, signature
+from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import HIDDEN_PREFIX, read_file
-from curator.io.writers import OutputTarget, write_partition
+from curator.io.tasks import Work, run_distributed, run_sync
+from curator.io.writers import OutputTarget, atomic_write
+from curator.progress import Progress
 from curator.report import format_summary, save_summary, summarise
 
 log = logging.getLogger(__name__)
+
+COUNTS = ("read", "written", "filtered", "quarantined")
+HEAD_ROWS = 100  # records per file read at start-up to check the text field
+
+
+class RunFailedError(UserError, RuntimeError):
+    """Some units failed for good; the finished ones are recorded, so a rerun resumes."""
 
 
 def output_path(cfg: Config) -> str:
     """The data folder: configured, or derived from dataset + classifiers (no timestamp: reruns resume)."""
     if cfg.output.path:
-        return os.path.abspath(os.path.expanduser(cfg.output.path))
+        path = str(cfg.output.path)
+        return path if "://" in path else os.path.abspath(os.path.expanduser(path))
     return os.path.abspath(os.path.join("outputs", "data", cfg.dataset.name, "+".join(cfg.classifier)))
 
 
-def check_inputs(first: pd.DataFrame, path: str, classifiers: list[DistributedDataClassifier]) -> None:
-    """Fail before any work when the first records lack a classifier's text field."""
-    columns = [c for c in first.columns if not str(c).startswith(HIDDEN_PREFIX)]
-    for clf in classifiers:
-        if clf.text_field not in columns:
+# ---- start-up checks ---------------------------------------------------------------------------
+def check_text_fields(files: Sequence[InputFile], classifiers: Sequence[DistributedDataClassifier]) -> None:
+    """Fail before any work when no input file has a classifier's text field (first records of each)."""
+    columns: list[list[str]] = []
+    for field in dict.fromkeys(clf.text_field for clf in classifiers):
+        for i, file in enumerate(files):
+            if i == len(columns):  # read each file's head at most once, and only as far as needed
+                head = read_file(file, None, "_curator_id", limit=HEAD_ROWS)
+                columns.append([c for c in head.columns if not str(c).startswith(HIDDEN_PREFIX)])
+            if field in columns[i]:
+                break
+        else:
             raise ConfigError(
-                f"Text field {clf.text_field!r} is not in {path}; columns found: {columns}. "
+                f"Text field {field!r} is not in any of the {len(files)} input file(s) (first "
+                f"{HEAD_ROWS} records of each); columns found in {files[0].path}: {columns[0]}. "
                 "Set dataset.text_field to the column that holds the text."
             )
 
 
-def classify_dataset(
-    inputs: list[InputFile],
-    classifiers: list[DistributedDataClassifier],
-    text_field: str,
-    id_field: str,
-    meta: pd.DataFrame | None = None,
-) -> dd.DataFrame:
-    """A lazy Dask DataFrame, one partition per input file, with every classifier's columns added."""
-    if meta is None:  # from the first rows of the first file, never the whole file
-        meta = read_file(inputs[0], text_field, id_field, limit=100).iloc[:0]
-    frame = dd.from_map(
-        read_file, inputs, text_field=text_field, id_field=id_field, meta=meta, enforce_metadata=False
-    )
-    for clf in classifiers:
-        frame = frame.map_partitions(
-            clf.classify_partition, meta=clf.meta(frame._meta), enforce_metadata=False
-        )
-    return frame
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def model_commit(model: str | None, revision: str | None) -> str | None:
+    """The Hugging Face cache's commit for a hub model (offline lookup only); None for local folders."""
+    if not model or Path(model).expanduser().exists():
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model, revision=revision, local_files_only=True))
+    except Exception:  # not in the cache (an embedded or local model): the id and revision must do
+        return None
+    return folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
+
+
+def run_settings(cfg: Config) -> dict[str, Any]:
+    """What decides the outputs' content, hashed into the manifest's fingerprint.
+
+    Classifier configs (models, revisions, labels, columns, limits), resolved hub commits, numerics,
+    the filter, output format, text/id fields and the split size. Not cluster settings, never secrets.
+    """
+    commits = {}
+    for name, clf in cfg.classifier.items():
+        found = {k: model_commit(getattr(clf, k, None), clf.revision) for k in ("model", "base_model")}
+        commits[name] = {k: v for k, v in found.items() if v}
+    return {
+        "classifiers": {name: _plain(clf) for name, clf in cfg.classifier.items()},
+        "model_commits": commits,
+        "inference": {"dtype": cfg.inference.dtype, "quantize": cfg.inference.quantize},
+        "filter": _plain(cfg.filter),
+        "output_format": cfg.output.format,
+        "dataset": {
+            "text_field": cfg.dataset.text_field,
+            "id_field": cfg.dataset.id_field,
+            "format": cfg.dataset.format,
+            "blocksize": parse_blocksize(cfg.dataset.blocksize),
+        },
+    }
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def _entry(part: Part, stats: dict[str, Any]) -> dict[str, Any]:
+    """The manifest line of a finished unit: input identity, outputs, counts and label counts."""
+    keep = ("unit", "input", "outputs", *COUNTS, "labels", "lines")
+    return {**{k: stats.get(k) for k in keep}, "signature": signature(part), "finished": time.time()}
+
+
+def _skipped(entry: dict[str, Any]) -> dict[str, Any]:
+    """A unit finished by an earlier run, as this run's report counts it (so totals cover the dataset)."""
+    keep = ("unit", "input", "outputs", *COUNTS, "labels")
+    return {**{k: entry.get(k) for k in keep}, "output": entry["outputs"][0], "status": "skipped"}
+
+
+def _failed(part: Part, err: Exception) -> dict[str, Any]:
+    reason = f"{type(err).__name__}: {err}"
+    return {"unit": part.name, "input": part.path, **dict.fromkeys(COUNTS, 0), "labels": {}, "error": reason}
+
+
+def _prepare(cfg: Config, manifest: Manifest, parts: list[Part]) -> tuple[list[list[Part]], dict[str, Any]]:
+    """Tasks still to run (a group reruns whole unless all its units are done) and finished entries."""
+    stale = manifest.stale(parts)
+    if stale:  # outputs of an input that has changed since: they would otherwise linger
+        log.info("%d unit(s) recorded for since-changed input(s): removing their outputs", len(stale))
+        manifest.remove_outputs(stale)
+        manifest.rewrite()
+    groups = group_parts(parts, cfg.dataset.files_per_partition, parse_blocksize(cfg.dataset.blocksize))
+    finished = [all(manifest.done(p) for p in g) for g in groups]
+    todo = [g for g, skip in zip(groups, finished, strict=True) if not skip]
+    done = {p.name: manifest.done(p) for g, skip in zip(groups, finished, strict=True) if skip for p in g}
+    return todo, done
 
 
 def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
-    """Classify, filter and write a dataset as configured; return (and save) the summary."""
+    """Classify, filter and write a dataset as configured (resuming a killed run); return the summary."""
     started = time.perf_counter()
-    inputs = discover(cfg.dataset.path, cfg.dataset.format)
+    root = output_path(cfg)
+    files = discover(cfg.dataset.path, cfg.dataset.format, exclude=root)
     classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)
     flt = build_filter(cfg.filter, classifiers)
-    first = read_file(inputs[0], cfg.dataset.text_field, cfg.dataset.id_field, limit=100)
-    check_inputs(first, inputs[0].path, classifiers)
-    target = OutputTarget(output_path(cfg), cfg.output.format, cfg.filter.write_filtered)
-    log.info("%d input file(s) → %s", len(inputs), target.path)
-    # Input columns pass through as read: no object → string conversion by Dask.
-    with connect(cfg.cluster), dask.config.set({"dataframe.convert-string": False}):
-        frame = classify_dataset(
-            inputs, classifiers, cfg.dataset.text_field, cfg.dataset.id_field, meta=first.iloc[:0]
+    reader = partition_reader(cfg.dataset.backend)  # pandas, or cuDF: fails here without RAPIDS
+    check_text_fields(files, classifiers)
+    manifest = open_manifest(root, run_settings(cfg), cfg.output.mode)
+    parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
+    todo, done = _prepare(cfg, manifest, parts)
+    target = OutputTarget(root, cfg.output.format, cfg.filter.write_filtered)
+    work = Work(tuple(classifiers), flt, target, cfg.dataset.text_field, cfg.dataset.id_field, reader)
+    log.info(
+        "%d input file(s), %d unit(s): %d done before, %d task(s) to run → %s",
+        *(len(files), len(parts), len(done), len(todo), root),
+    )
+    recorded = {p.name: manifest.done(p) for p in parts}  # line counts of finished JSONL parts
+    known = {name: e["lines"] for name, e in recorded.items() if e and e.get("lines") is not None}
+    results: dict[str, dict[str, Any]] = {}
+    progress = Progress(len(todo), quiet=cfg.quiet, unit="tasks")
+    with connect(cfg.cluster) as client:
+        outcomes = (
+            run_sync(todo, parts, work, known)
+            if client is None
+            else run_distributed(client, todo, parts, work, known, cfg.dataset.retries)
         )
-        writes = [
-            dask.delayed(write_partition)(part, spec, target, flt, classifiers)
-            for part, spec in zip(frame.to_delayed(), inputs, strict=True)
-        ]
-        stats = list(dask.compute(*writes))
-    summary = summarise(stats, time.perf_counter() - started, target.path)
+        try:
+            for group, outcome in outcomes:
+                _collect(group, outcome, manifest, results)
+                progress.update(0 if isinstance(outcome, Exception) else sum(s["read"] for s in outcome))
+        finally:
+            progress.close()
+    return _finish(cfg, run_dir, started, manifest, parts, done, results)
+
+
+def _collect(group: list[Part], outcome: Any, manifest: Manifest, results: dict) -> None:
+    """Record a finished task in the manifest (its outputs are all in place), or note its failure."""
+    if isinstance(outcome, Exception):
+        names = ", ".join(p.path if p.index is None else f"{p.path} ({p.name})" for p in group)
+        log.error("Failed: %s: %s", names, outcome, exc_info=outcome)
+        results.update({p.name: {**_failed(p, outcome), "status": "failed"} for p in group})
+        return
+    manifest.record([_entry(p, s) for p, s in zip(group, outcome, strict=True)])
+    results.update({s["unit"]: {**s, "status": "done"} for s in outcome})
+    log.debug("Finished %s", ", ".join(p.name for p in group))
+
+
+def _finish(
+    cfg: Config,
+    run_dir: str | None,
+    started: float,
+    manifest: Manifest,
+    parts: list[Part],
+    done: dict[str, Any],
+    results: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The summary (every unit, in input order), saved beside the outputs and in the run directory."""
+    stats = [results[p.name] if p.name in results else _skipped(done[p.name]) for p in parts]
+    summary = summarise(stats, time.perf_counter() - started, output_path(cfg))
+    summary["fingerprint"] = manifest.header["fingerprint"]
+    summary["units"] = dict(Counter(s["status"] for s in stats))
+    text = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+    atomic_write(manifest.fs, f"{manifest.root}/{SUMMARY}", lambda handle: handle.write(text))
     if run_dir:
         summary["report"] = save_summary(summary, run_dir)
+    failed = [s for s in stats if s["status"] == "failed"]
+    if failed:
+        listed = "; ".join(f"{s['input']} ({s['unit']}): {s['error']}" for s in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        units = summary["units"]
+        raise RunFailedError(
+            f"{len(failed)} of {len(stats)} unit(s) failed: {listed}{more}. The {units.get('done', 0)} "
+            f"finished now and {units.get('skipped', 0)} finished before are kept and recorded in "
+            f"{manifest.path}: fix the cause and rerun the same command to resume."
+        )
     log.info(
         "Done: read %d, written %d, filtered %d, quarantined %d in %.1f s → %s",
         *(summary[k] for k in ("read", "written", "filtered", "quarantined", "seconds", "output_path")),

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 from pathlib import Path
 
+import fsspec
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from curator.classifiers.base import ERROR_COLUMN
 from curator.io.files import discover
+from curator.io.partitions import Part, count_lines, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import LINE_COLUMN, RAW_COLUMN, read_file
 from tests.conftest import write_jsonl
 
@@ -100,3 +105,122 @@ def test_limited_reads_stop_early(tmp_path: Path) -> None:
         spec = discover(str(path))[0]
         assert len(read_file(spec, "text", "id", limit=10)) == 10
         assert len(read_file(spec, "text", "id")) == 500
+
+
+# ---- inputs through fsspec, file lists, compression ----------------------------------------------
+def test_file_list_names_files_folders_and_globs(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data" / "one.jsonl", [{"text": "a"}])
+    write_jsonl(tmp_path / "data" / "more" / "two.jsonl", [{"text": "b"}])
+    write_jsonl(tmp_path / "other" / "three.jsonl", [{"text": "c"}])
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"# inputs\ndata/one.jsonl\n\n{tmp_path / 'other'}\ndata/more/*.jsonl\n")
+    found = discover(f"@{listing}")
+    assert [(f.stem, Path(f.path).name) for f in found] == [
+        ("one", "one.jsonl"),
+        ("three", "three.jsonl"),
+        ("two", "two.jsonl"),
+    ]
+    assert all(f.size > 0 and f.modified for f in found)
+    with pytest.raises(FileNotFoundError, match="file list"):
+        discover(f"@{tmp_path / 'nope.txt'}")
+
+
+def test_discover_local_urls_memory_filesystem_and_output_exclusion(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "a"}])
+    write_jsonl(tmp_path / "in" / "out" / "a.jsonl", [{"text": "classified"}])  # an earlier run's output
+    write_jsonl(tmp_path / "in" / ".hidden" / "x.jsonl", [{"text": "x"}])
+    found = discover(f"file://{tmp_path / 'in'}", exclude=str(tmp_path / "in" / "out"))
+    assert [(f.stem, f.path) for f in found] == [("a", str(tmp_path / "in" / "a.jsonl"))]
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/h6-io/sub/b.jsonl", b'{"text": "b"}\n')
+    fs.pipe("/h6-io/a.jsonl", b'{"text": "a"}\n')
+    try:
+        found = discover("memory://h6-io")
+        assert [f.stem for f in found] == ["a", "sub/b"]
+        assert found[1].path.startswith("memory://") and found[1].size == 14
+        assert [f.stem for f in discover("memory://h6-io/**/*.jsonl")] == ["a", "sub/b"]
+        assert read_file(found[1], "text", "id")["text"].tolist() == ["b"]
+    finally:
+        fs.rm("/h6-io", recursive=True)
+
+
+def test_zstandard_and_gzip_jsonl_are_read_and_never_split(tmp_path: Path) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    lines = b"".join(b'{"text": "doc %d"}\n' % i for i in range(50))
+    (tmp_path / "z.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines))
+    (tmp_path / "g.jsonl.gz").write_bytes(gzip.compress(lines))
+    files = discover(str(tmp_path))
+    for file in files:
+        assert read_file(file, "text", "id")["text"].tolist() == [f"doc {i}" for i in range(50)]
+    assert [p.index for p in plan_parts(files, blocksize=64)] == [None, None]
+
+
+# ---- splitting large files, grouping small ones --------------------------------------------------
+def _read_parts(parts: list[Part]) -> pd.DataFrame:
+    """Read parts as the pipeline does: each JSONL part starts at 1 + the lines of the earlier parts."""
+    frames, first = [], 1
+    for part in parts:
+        frames.append(read_file(part, "text", "id", first_line=first))
+        first += count_lines(part) if part.format == "jsonl" else 0
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_jsonl_splits_on_line_starts_and_keeps_whole_file_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    body = [b'{"text": "doc %d"}\n' % i for i in range(40)]
+    body[10] = b"\n"  # a blank line
+    body[20] = b'{"text": broken\n'
+    body[25] = b'{"text": "' + b"x" * 700 + b'"}\n'  # a line longer than a block
+    path.write_bytes(b"".join(body) + b'{"text": "no final newline"}')
+    file = discover(str(path))[0]
+    parts = plan_parts([file], blocksize=200)
+    assert len(parts) > 3 and [p.name for p in parts[:2]] == ["big.part0000", "big.part0001"]
+    assert parts[0].start == 0 and parts[-1].end == file.size
+    data = path.read_bytes()
+    for before, after in itertools.pairwise(parts):
+        assert before.end == after.start and data[after.start - 1 : after.start] == b"\n"
+    assert all(p.end > p.start for p in parts)  # the long line made no empty part
+    whole, split = read_file(file, "text", "id"), _read_parts(parts)
+    columns = ["id", "text", LINE_COLUMN, ERROR_COLUMN, RAW_COLUMN]
+    pd.testing.assert_frame_equal(split[columns], whole[columns])
+    assert split["id"].iloc[-1] == "big:41" and split[ERROR_COLUMN].notna().sum() == 1
+    assert sum(count_lines(p) for p in parts) == 41
+
+
+def test_parquet_splits_by_row_groups_with_file_row_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "rows.parquet"
+    table = pa.table({"text": [f"doc {i}" for i in range(100)], "n": list(range(100))})
+    pq.write_table(table, path, row_group_size=10)
+    file = discover(str(path))[0]
+    parts = plan_parts([file], blocksize=600)  # about 3 row groups of ~270 compressed bytes each
+    assert len(parts) == 4 and [g for p in parts for g in p.row_groups] == list(range(10))
+    split = _read_parts(parts)
+    assert split["id"].tolist() == [f"rows:{i}" for i in range(100)] and split["n"].tolist() == list(
+        range(100)
+    )
+    assert [p.index for p in plan_parts([file], blocksize=None)] == [None]
+
+
+def test_small_files_are_grouped_under_both_limits(tmp_path: Path) -> None:
+    for name in "abcde":
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"text": "x" * 40}])
+    write_jsonl(tmp_path / "f.jsonl", [{"text": f"doc {i}"} for i in range(40)])  # large: split
+    parts = plan_parts(discover(str(tmp_path)), blocksize=200)
+    groups = group_parts(parts, files_per_partition=3, blocksize=200)
+    names = [[p.name for p in g] for g in groups]
+    assert names[:2] == [["a", "b", "c"], ["d", "e"]] and all(len(n) == 1 for n in names[2:])
+    assert [[p.name for p in g] for g in group_parts(parts[:5], 10, blocksize=120)] == [
+        ["a", "b"],
+        ["c", "d"],
+        ["e"],
+    ]
+    with pytest.raises(ValueError, match="files_per_partition"):
+        group_parts(parts, 0, None)
+
+
+def test_blocksize_parsing() -> None:
+    assert parse_blocksize("128MiB") == 128 << 20 and parse_blocksize(1000) == 1000
+    assert parse_blocksize(None) is None and parse_blocksize(0) is None
+    with pytest.raises(ValueError, match="blocksize"):
+        parse_blocksize("lots")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,7 +63,9 @@ def test_score_filter(make_config, docs_dir: Path, tmp_path: Path) -> None:
     )
     scores = pd.concat(read_outputs(tmp_path / "out").values())["domain_score"].sort_values().tolist()
     threshold = (scores[2] + scores[3]) / 2
-    summary = pipeline.run(make_config(f"dataset.path={docs_dir}", f"filter.min_score={threshold}"))
+    summary = pipeline.run(
+        make_config(f"dataset.path={docs_dir}", f"filter.min_score={threshold}", "output.mode=overwrite")
+    )
     assert (everything["written"], summary["written"], summary["filtered"]) == (len(DOCS), 3, 3)
     assert (pd.concat(read_outputs(tmp_path / "out").values())["domain_score"] >= threshold).all()
 
@@ -202,3 +206,170 @@ def test_cpu_results_are_bit_identical_run_to_run(make_config, docs_dir: Path, t
     assert outputs[0].keys() == outputs[1].keys()
     for name, table in outputs[0].items():
         assert table.equals(outputs[1][name]), name
+
+
+# ---- splitting, grouping, bad input, fsspec, the report beside the outputs ------------------------
+def _records(n: int, prefix: str = "") -> list[dict]:
+    return [{"text": f"{DOCS[i % len(DOCS)][1]} {prefix}{i}"} for i in range(n)]
+
+
+def _all_rows(folder: Path) -> pd.DataFrame:
+    return pd.concat(read_outputs(folder).values(), ignore_index=True).sort_values("id", ignore_index=True)
+
+
+def test_a_large_file_is_split_into_parts_with_the_same_rows_as_whole(
+    make_config, tmp_path: Path, tiny_bert: Path
+) -> None:
+    folder = tmp_path / "in"
+    path = write_jsonl(folder / "big.jsonl", _records(30))
+    with path.open("ab") as handle:
+        handle.write(b'{"text": broken\n{"text": "after the bad line"}\n')
+    model = f"classifier.zero_shot_domain.model={tiny_bert}"
+    split = pipeline.run(make_config(f"dataset.path={folder}", model, "dataset.blocksize=1000"))
+    whole = pipeline.run(make_config(f"dataset.path={folder}", model, f"output.path={tmp_path / 'whole'}"))
+    names = sorted(read_outputs(tmp_path / "out"))
+    assert (
+        len(names) >= 3
+        and names[0] == "big.part0000.jsonl"
+        and names == [f"big.part{i:04d}.jsonl" for i in range(len(names))]
+    )
+    assert list(read_outputs(tmp_path / "whole")) == ["big.jsonl"]
+    parts, one = _all_rows(tmp_path / "out"), _all_rows(tmp_path / "whole")
+    assert parts["id"].tolist() == one["id"].tolist() and parts["id"].is_unique and len(parts) == 31
+    assert (parts["domain_pred"] == one["domain_pred"]).all()
+    assert np.allclose(parts["domain_score"], one["domain_score"], atol=1e-5)
+    quarantined = [json.loads(q) for p in (tmp_path / "out" / "quarantine").glob("*.jsonl") for q in p.open()]
+    assert [q["line"] for q in quarantined] == [31] and quarantined[0]["input_file"] == str(path)
+    assert (split["read"], split["quarantined"], split["files"], split["parts"]) == (32, 1, 1, len(names))
+    assert (whole["read"], whole["quarantined"], whole["parts"]) == (32, 1, 1)
+    assert split["labels"] == whole["labels"]
+
+
+def test_parquet_row_groups_become_parts(make_config, tmp_path: Path, tiny_bert: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frame = pd.DataFrame(_records(40)).assign(n=np.arange(40, dtype=np.int16))
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), folder / "rows.parquet", row_group_size=10
+    )
+    model = f"classifier.zero_shot_domain.model={tiny_bert}"
+    summary = pipeline.run(make_config(f"dataset.path={folder}", model, "dataset.blocksize=1"))
+    outputs = read_outputs(tmp_path / "out", ".parquet")
+    assert sorted(outputs) == [f"rows.part{i:04d}.parquet" for i in range(4)]
+    rows = pd.concat(outputs[name] for name in sorted(outputs))
+    assert rows["id"].tolist() == [f"rows:{i}" for i in range(40)] and rows["n"].dtype == np.int16
+    assert summary["read"] == summary["written"] == 40
+
+
+def test_small_files_grouped_per_task_still_write_one_output_each(
+    make_config, tmp_path: Path, tiny_bert: Path
+) -> None:
+    folder = tmp_path / "in"
+    for i in range(5):
+        write_jsonl(folder / f"f{i}.jsonl", _records(3 + i, prefix=f"f{i}-"))
+    model = f"classifier.zero_shot_domain.model={tiny_bert}"
+    grouped = pipeline.run(make_config(f"dataset.path={folder}", model, "dataset.files_per_partition=3"))
+    single = pipeline.run(make_config(f"dataset.path={folder}", model, f"output.path={tmp_path / 'single'}"))
+    grouped_out, single_out = read_outputs(tmp_path / "out"), read_outputs(tmp_path / "single")
+    assert sorted(grouped_out) == sorted(single_out) == [f"f{i}.jsonl" for i in range(5)]
+    for name, frame in single_out.items():
+        assert grouped_out[name]["id"].tolist() == frame["id"].tolist()
+        assert (grouped_out[name]["domain_pred"] == frame["domain_pred"]).all()
+    assert grouped["classifiers"]["zero_shot_domain"]["documents"] == 25 == grouped["read"]
+    assert [f["unit"] for f in grouped["per_file"]] == [f"f{i}" for i in range(5)]
+    assert grouped["labels"] == single["labels"]
+
+
+BIG_DOC = "A very long document about gardening and growing tomatoes. " * 60_000  # ~3.6 MB
+
+
+def test_every_kind_of_bad_record_is_quarantined_and_counted(make_config, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = [
+        json.dumps({"id": "good", "text": DOCS[0][1]}).encode(),
+        b'{"id": "malformed", "text": "unterminated',
+        json.dumps({"id": "missing", "body": "no text field"}).encode(),
+        json.dumps({"id": "null", "text": None}).encode(),
+        json.dumps({"id": "empty", "text": ""}).encode(),
+        json.dumps({"id": "number", "text": 42}).encode(),
+        json.dumps({"id": "list", "text": ["a", "b"]}).encode(),
+        json.dumps({"id": "object", "text": {"a": 1}}).encode(),
+        b'{"id": "latin1", "text": "caf\xe9"}',
+        b'["not", "an", "object"]',
+        b"",  # a blank line: not a record
+        json.dumps({"id": "big", "text": BIG_DOC}).encode(),
+        json.dumps({"id": "whitespace", "text": "   "}).encode(),
+    ]
+    path = folder / "bad.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    summary = pipeline.run(make_config(f"dataset.path={folder}", "filter.keep=[Sports]"))
+    assert summary["read"] == 12 == summary["written"] + summary["filtered"] + summary["quarantined"]
+    assert summary["quarantined"] == 8 and summary["written"] >= 1
+    quarantined = [json.loads(q) for q in (tmp_path / "out" / "quarantine" / "bad.jsonl").open()]
+    assert all(q["input_file"] == str(path) for q in quarantined)
+    by_line = {q["line"]: q["reason"] for q in quarantined}
+    assert sorted(by_line) == [2, 3, 4, 6, 7, 8, 9, 10]
+    assert by_line[2].startswith("invalid JSON") and by_line[3] == "missing text field 'text'"
+    assert by_line[4] == "text field 'text' is null" and "int, not a string" in by_line[6]
+    assert "list, not a string" in by_line[7] and "dict, not a string" in by_line[8]
+    assert by_line[9].startswith("invalid UTF-8") and by_line[10].startswith("not a JSON object")
+    kept = read_outputs(tmp_path / "out")["bad.jsonl"]
+    assert kept["domain_pred"].eq("Sports").all() and "good" in kept["id"].tolist()
+    unfiltered = pipeline.run(
+        make_config(f"dataset.path={folder}", f"output.path={tmp_path / 'all'}", "quiet=true")
+    )
+    every = read_outputs(tmp_path / "all")["bad.jsonl"].set_index("id")
+    assert sorted(every.index) == ["big", "empty", "good", "whitespace"]  # empty text: classified
+    assert every["domain_pred"].notna().all() and len(every.loc["big", "text"]) == len(BIG_DOC)
+    assert unfiltered["written"] == 4
+
+
+def test_text_field_missing_from_every_file_fails_fast_but_one_file_with_it_is_enough(
+    make_config, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a.jsonl", [{"body": "first file has no text"}])
+    write_jsonl(folder / "b.jsonl", [{"body": "neither has this one"}])
+    with pytest.raises(ValueError, match=r"'text' is not in any of the 2 input file\(s\)"):
+        pipeline.run(make_config(f"dataset.path={folder}"))
+    assert not (tmp_path / "out").exists()
+    write_jsonl(folder / "c.jsonl", [{"text": DOCS[1][1]}])
+    summary = pipeline.run(make_config(f"dataset.path={folder}"))
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (3, 1, 2)
+
+
+def test_memory_filesystem_in_and_out(make_config) -> None:
+    fs = fsspec.filesystem("memory")
+    for name, (_, text) in zip("ab", DOCS, strict=False):
+        fs.pipe(f"/h6-pipe/in/{name}.jsonl", json.dumps({"text": text}).encode() + b"\n")
+    try:
+        summary = pipeline.run(
+            make_config("dataset.path=memory://h6-pipe/in", "output.path=memory://h6-pipe/out")
+        )
+        assert summary["written"] == 2 and summary["output_path"] == "memory://h6-pipe/out"
+        assert sorted(fs.ls("/h6-pipe/out", detail=False)) == [
+            "/h6-pipe/out/.curator",
+            "/h6-pipe/out/_summary.json",
+            "/h6-pipe/out/a.jsonl",
+            "/h6-pipe/out/b.jsonl",
+        ]
+        row = json.loads(fs.cat("/h6-pipe/out/a.jsonl"))
+        assert row["domain_pred"] == DOCS[0][0] and row["id"] == "a:1"
+    finally:
+        fs.rm("/h6-pipe", recursive=True)
+
+
+def test_summary_beside_the_outputs_is_machine_readable(make_config, docs_dir: Path, tmp_path: Path) -> None:
+    summary = pipeline.run(make_config(f"dataset.path={docs_dir}"), run_dir=str(tmp_path / "run"))
+    saved = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    assert saved["fingerprint"] == summary["fingerprint"] and len(saved["fingerprint"]) == 16
+    assert (saved["read"], saved["written"], saved["files"], saved["units"]) == (6, 6, 3, {"done": 3})
+    assert saved["labels"]["domain_pred"] == {label: 1 for label, _ in DOCS}
+    assert saved["docs_per_second"] > 0 and saved["seconds"] > 0
+    assert [(f["unit"], f["status"], f["read"]) for f in saved["per_file"]] == [
+        ("a", "done", 3),
+        ("b", "done", 2),
+        ("c", "done", 1),
+    ]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["fingerprint"] == saved["fingerprint"]

@@ -1,7 +1,8 @@
-"""Read one input file into a pandas partition; bad records are marked, never dropped."""
+"""Read one input file, or one part of it, into a pandas partition; bad records are marked, never dropped."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -13,10 +14,12 @@ import pyarrow.parquet as pq
 
 from curator.classifiers.base import ERROR_COLUMN
 from curator.io.files import InputFile
+from curator.io.partitions import Part, as_part
 
 RAW_COLUMN = "_curator_raw"  # the raw line of a record that could not be parsed
 LINE_COLUMN = "_curator_line"  # 1-based JSONL line or 0-based Parquet row, for ids and quarantine
 HIDDEN_PREFIX = "_curator_"
+LINES_ATTR = "curator_lines"  # DataFrame.attrs: physical lines a JSONL part spans (recorded for resume)
 
 
 def _parse_line(raw: bytes, text_field: str | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -50,16 +53,32 @@ def _text_problem(value: Any, text_field: str) -> str | None:
     return None
 
 
-def read_jsonl(spec: InputFile, text_field: str | None, limit: int | None = None) -> pd.DataFrame:
-    """Every line of a JSONL file (plain or compressed) as a row; input values keep their JSON types."""
+def read_jsonl(
+    spec: InputFile | Part, text_field: str | None, limit: int | None = None, first_line: int = 1
+) -> pd.DataFrame:
+    """Every line of a JSONL file or byte range (plain or compressed) as a row; values keep their JSON types.
+
+    `first_line` is the file line number of the range's first line (1 for a whole file).
+    """
+    part = as_part(spec)
     records: list[dict[str, Any]] = []
     errors: list[str | None] = []
     raws: list[str | None] = []
     lines: list[int] = []
-    with fsspec.open(spec.path, "rb", compression="infer") as handle:
-        for number, raw in enumerate(handle, start=1):
+    spanned = 0
+    with fsspec.open(part.path, "rb", compression="infer") as opened:
+        # zstandard's reader has no readline: a buffer gives every decompressor line iteration
+        handle = io.BufferedReader(opened) if part.file.compressed else opened
+        position = part.start
+        if position:
+            handle.seek(position)
+        for number, raw in enumerate(handle, start=first_line):
             if limit is not None and len(records) >= limit:
                 break
+            if part.end is not None and position >= part.end:  # the next part's first line
+                break
+            position += len(raw)
+            spanned += 1
             if not raw.strip():
                 continue
             record, problem = _parse_line(raw.rstrip(b"\r\n"), text_field)
@@ -67,7 +86,9 @@ def read_jsonl(spec: InputFile, text_field: str | None, limit: int | None = None
             errors.append(problem)
             raws.append(raw.decode("utf-8", errors="replace").rstrip("\r\n") if record is None else None)
             lines.append(number)
-    return _finish(_object_frame(records), errors, raws, lines)
+    frame = _finish(_object_frame(records), errors, raws, lines)
+    frame.attrs[LINES_ATTR] = spanned
+    return frame
 
 
 def _object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -82,10 +103,13 @@ def _object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.RangeIndex(len(records)))
 
 
-def read_parquet(spec: InputFile, text_field: str | None, limit: int | None = None) -> pd.DataFrame:
-    """A Parquet file as a partition; rows whose text is not a string are marked bad."""
-    with fsspec.open(spec.path, "rb") as handle:
-        if limit is None:
+def read_parquet(spec: InputFile | Part, text_field: str | None, limit: int | None = None) -> pd.DataFrame:
+    """A Parquet file (or some of its row groups) as a partition; rows whose text is not a string are bad."""
+    part = as_part(spec)
+    with fsspec.open(part.path, "rb") as handle:
+        if part.row_groups is not None and limit is None:
+            table = pq.ParquetFile(handle).read_row_groups(list(part.row_groups))
+        elif limit is None:
             table = pq.read_table(handle)
         else:  # only the first rows: for meta and start-up checks on files of any size
             parquet = pq.ParquetFile(handle)
@@ -100,7 +124,8 @@ def read_parquet(spec: InputFile, text_field: str | None, limit: int | None = No
         errors = [_text_problem(v, text_field) for v in frame[text_field].tolist()]
     else:
         errors = [f"missing text field {text_field!r}"] * len(frame)
-    return _finish(frame, errors, [None] * len(frame), list(range(len(frame))))
+    rows = range(part.first_row, part.first_row + len(frame))
+    return _finish(frame, errors, [None] * len(frame), list(rows))
 
 
 def _finish(frame: pd.DataFrame, errors: list, raws: list, lines: list) -> pd.DataFrame:
@@ -111,13 +136,23 @@ def _finish(frame: pd.DataFrame, errors: list, raws: list, lines: list) -> pd.Da
 
 
 def read_file(
-    spec: InputFile, text_field: str | None, id_field: str, limit: int | None = None
+    spec: InputFile | Part,
+    text_field: str | None,
+    id_field: str,
+    limit: int | None = None,
+    first_line: int = 1,
 ) -> pd.DataFrame:
-    """One input file as a partition, with a stable id column (the input's, else `name:line`)."""
-    reader = read_jsonl if spec.format == "jsonl" else read_parquet
-    frame = reader(spec, text_field, limit)
+    """One input file or part as a partition, with a stable id column (the input's, else `name:line`).
+
+    Ids and line numbers are the whole file's, so they do not depend on how a file is split.
+    """
+    part = as_part(spec)
+    if part.format == "jsonl":
+        frame = read_jsonl(part, text_field, limit, first_line)
+    else:
+        frame = read_parquet(part, text_field, limit)
     if id_field not in frame.columns:
-        ids = [f"{spec.stem}:{n}" for n in frame[LINE_COLUMN].tolist()]
+        ids = [f"{part.file.stem}:{n}" for n in frame[LINE_COLUMN].tolist()]
         frame.insert(0, id_field, pd.Series(ids, index=frame.index, dtype=object))
     return frame
 

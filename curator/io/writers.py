@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
+import posixpath
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, Protocol
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -17,52 +18,90 @@ import pyarrow.parquet as pq
 
 from curator.classifiers.base import ERROR_COLUMN, STATS_ATTR, DistributedDataClassifier
 from curator.filters import Filter
-from curator.io.files import InputFile
 from curator.io.readers import HIDDEN_PREFIX, LINE_COLUMN, RAW_COLUMN
+
+TMP_MARK = ".curator-tmp-"  # `<output>.curator-tmp-<hex>`: a file being written (removed at the next start)
+JSON_ROWS = 10_000  # JSONL is serialised this many rows at a time (no whole-partition string)
+QUARANTINE = "quarantine"
+FILTERED = "filtered"
+
+
+class Unit(Protocol):
+    """What the writer needs of an input file or part: where it came from, what its outputs are called."""
+
+    path: str
+    format: str
+
+    @property
+    def name(self) -> str: ...
+
+    def output_name(self, fmt: str | None) -> str: ...
 
 
 @dataclass(frozen=True)
 class OutputTarget:
-    """Where a run writes and in which format (None: each input's own format)."""
+    """Where a run writes (a local folder or an fsspec URL) and in which format (None: each input's own)."""
 
     path: str
     format: str | None = None
     write_filtered: bool = False
 
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return fsspec.core.url_to_fs(self.path)[0]
 
-def _atomic(path: str, write: Any) -> None:
-    """Write through a temporary name in the same folder, then rename into place."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    def location(self, relative: str) -> str:
+        """A relative output name as a path on `fs`."""
+        return posixpath.join(fsspec.core.url_to_fs(self.path)[1], relative)
+
+
+def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through a temporary name in the same folder, then rename into place (readers never see half)."""
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with fs.open(tmp, "wb") as handle:
+            write(handle)
+        fs.mv(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if fs.exists(tmp):
+            fs.rm(tmp)
 
 
 def _visible(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[[c for c in frame.columns if not str(c).startswith(HIDDEN_PREFIX)]]
 
 
+def _write_json_lines(frame: pd.DataFrame, handle: IO[bytes]) -> None:
+    if frame.empty:
+        handle.write(frame.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
+    for start in range(0, len(frame), JSON_ROWS):
+        chunk = frame.iloc[start : start + JSON_ROWS]
+        handle.write(chunk.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
+
+
 def write_frame(
-    frame: pd.DataFrame, path: str, fmt: str, types: dict[str, pa.DataType] | None = None
+    frame: pd.DataFrame,
+    path: str,
+    fmt: str,
+    types: dict[str, pa.DataType] | None = None,
+    fs: fsspec.AbstractFileSystem | None = None,
 ) -> None:
     """Write rows as JSONL or Parquet; classifier columns get their fixed Arrow types."""
+    fs = fs or fsspec.filesystem("file")
     frame = _visible(frame).reset_index(drop=True)
     if fmt == "jsonl":
-        _atomic(path, lambda tmp: frame.to_json(tmp, orient="records", lines=True, force_ascii=False))
+        atomic_write(fs, path, lambda handle: _write_json_lines(frame, handle))
         return
     table = pa.Table.from_pandas(frame, preserve_index=False)
     for column, kind in (types or {}).items():
         if column in table.column_names:
             index = table.column_names.index(column)
             table = table.set_column(index, pa.field(column, kind), table.column(column).cast(kind))
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(fs, path, lambda handle: pq.write_table(table, handle))
 
 
-def _quarantine_records(bad: pd.DataFrame, spec: InputFile) -> list[dict[str, Any]]:
+def _quarantine_records(bad: pd.DataFrame, spec: Unit) -> list[dict[str, Any]]:
     """One JSON record per bad input: where it came from, why, and what it was."""
     records = json.loads(_visible(bad).to_json(orient="records", default_handler=str))
     out = []
@@ -78,15 +117,27 @@ def _quarantine_records(bad: pd.DataFrame, spec: InputFile) -> list[dict[str, An
     return out
 
 
+def _write_jsonl(handle: IO[bytes], records: list[dict[str, Any]]) -> None:
+    for record in records:
+        handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def output_names(spec: Unit, target: OutputTarget) -> list[str]:
+    """Every relative output name a unit can have (what `overwrite` and a changed input remove)."""
+    name = spec.output_name(target.format or spec.format)
+    return [name, f"{FILTERED}/{name}", f"{QUARANTINE}/{spec.name}.jsonl"]
+
+
 def write_partition(
     frame: pd.DataFrame,
-    spec: InputFile,
+    spec: Unit,
     target: OutputTarget,
     flt: Filter,
     classifiers: Sequence[DistributedDataClassifier],
 ) -> dict[str, Any]:
-    """Route every row of a classified partition to exactly one place; return the counts."""
+    """Route every row of a classified partition to exactly one place; return the (small) counts."""
     started = time.perf_counter()
+    fs = target.fs
     bad = (
         frame[ERROR_COLUMN].notna().to_numpy()
         if ERROR_COLUMN in frame.columns
@@ -99,21 +150,28 @@ def write_partition(
     types: dict[str, pa.DataType] = {}
     for clf in classifiers:
         types.update(clf.output_types())
-    write_frame(good[keep], os.path.join(target.path, name), fmt, types)
+    outputs = [name]
+    write_frame(good[keep], target.location(name), fmt, types, fs)
     if target.write_filtered:
-        write_frame(good[~keep], os.path.join(target.path, "filtered", name), fmt, types)
+        outputs.append(f"{FILTERED}/{name}")
+        write_frame(good[~keep], target.location(outputs[-1]), fmt, types, fs)
+    quarantine = target.location(f"{QUARANTINE}/{spec.name}.jsonl")
     if bad.any():
+        outputs.append(f"{QUARANTINE}/{spec.name}.jsonl")
         records = _quarantine_records(frame[bad], spec)
-        path = os.path.join(target.path, "quarantine", spec.stem + ".jsonl")
-        _atomic(path, lambda tmp: _write_jsonl(tmp, records))
+        atomic_write(fs, quarantine, lambda handle: _write_jsonl(handle, records))
+    elif fs.exists(quarantine):  # left by an earlier run over a since-changed input
+        fs.rm(quarantine)
     labels = {
         column: {str(k): int(v) for k, v in good[column].value_counts().items()}
         for clf in classifiers
         for column in clf.report_columns
     }
     return {
+        "unit": spec.name,
         "input": spec.path,
         "output": name,
+        "outputs": outputs,
         "read": len(frame),
         "written": int(keep.sum()),
         "filtered": int((~keep).sum()),
@@ -122,9 +180,3 @@ def write_partition(
         "classify": dict(frame.attrs.get(STATS_ATTR, {})),
         "write_seconds": time.perf_counter() - started,
     }
-
-
-def _write_jsonl(path: str, records: list[dict[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
