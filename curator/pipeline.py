@@ -33,11 +33,13 @@ from curator.io.tasks import Work, run_distributed, run_sync
 from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
 from curator.report import format_summary, save_summary, summarise
+from curator.report_html import render, save_html_report
 
 log = logging.getLogger(__name__)
 
 COUNTS = ("read", "written", "filtered", "quarantined")
 HEAD_ROWS = 100  # records per file read at start-up to check the text field
+REPORT = "_report.html"  # the HTML report beside the outputs (also report.html in the run directory)
 
 
 class RunFailedError(UserError, RuntimeError):
@@ -210,8 +212,11 @@ def _finish(
     summary["units"] = dict(Counter(s["status"] for s in stats))
     text = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8")
     atomic_write(manifest.fs, f"{manifest.root}/{SUMMARY}", lambda handle: handle.write(text))
+    page = render(summary, _plain(cfg)).encode("utf-8")
+    atomic_write(manifest.fs, f"{manifest.root}/{REPORT}", lambda handle: handle.write(page))
     if run_dir:
         summary["report"] = save_summary(summary, run_dir)
+        save_html_report(summary, run_dir, _plain(cfg))
     failed = [s for s in stats if s["status"] == "failed"]
     if failed:
         listed = "; ".join(f"{s['input']} ({s['unit']}): {s['error']}" for s in failed[:5])

@@ -41,6 +41,11 @@ def test_default_run_classifies_every_file(make_config, docs_dir: Path, tmp_path
     assert engine["documents"] == len(DOCS) and engine["batches"] >= 3  # at least one batch per file
     assert 0 < engine["real_tokens"] <= engine["padded_tokens"] and 0 < engine["padding_efficiency"] <= 1
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["read"] == len(DOCS)
+    for page in (
+        tmp_path / "run" / "report.html",
+        out / "_report.html",
+    ):  # in the run dir and beside the data
+        assert '"domain_pred"' in page.read_text() and "tiny" in page.read_text()
 
 
 def test_label_filter_keeps_only_those_labels_and_audits_the_rest(
@@ -350,6 +355,7 @@ def test_memory_filesystem_in_and_out(make_config) -> None:
         assert summary["written"] == 2 and summary["output_path"] == "memory://h6-pipe/out"
         assert sorted(fs.ls("/h6-pipe/out", detail=False)) == [
             "/h6-pipe/out/.curator",
+            "/h6-pipe/out/_report.html",
             "/h6-pipe/out/_summary.json",
             "/h6-pipe/out/a.jsonl",
             "/h6-pipe/out/b.jsonl",
