@@ -68,6 +68,8 @@ def test_console_script_is_the_same_app(tmp_path: Path) -> None:
         ("classifier.zero_shot_domain.model=./no/model", "Model path './no/model' does not exist"),
         ("classifier=domain", "Model 'nvidia/domain-classifier' is not available here"),
         ("classifier=aegis", "Gated models need a token in the HF_TOKEN environment variable"),
+        ("cluster=local_cuda", "cluster=local_cuda needs `dask_cuda`"),
+        ("dataset.backend=cudf", "dataset.backend=cudf needs `cudf`"),
     ],
 )
 def test_usual_mistakes_exit_2_with_a_message_and_no_traceback(
