@@ -32,9 +32,9 @@ SPECIALS = ["<unk>", "<s>", "</s>"]
 BYTES = [f"<0x{i:02X}>" for i in range(256)]
 
 
-def _train_bpe(vocab_size: int) -> tuple[dict[str, int], list]:
-    """A BPE vocabulary and merges learned from the AEGIS prompt and a few sentences."""
-    corpus = [format_aegis(doc) for doc in DOCS] + [f"safe unsafe {TRIGGER} O3 O10"] * 50
+def _train_bpe(vocab_size: int, extra: list[str] | None = None) -> tuple[dict[str, int], list]:
+    """A BPE vocabulary and merges learned from the AEGIS prompt and a few sentences (+ `extra` texts)."""
+    corpus = [format_aegis(doc) for doc in DOCS] + [f"safe unsafe {TRIGGER} O3 O10"] * 50 + (extra or [])
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
@@ -43,9 +43,12 @@ def _train_bpe(vocab_size: int) -> tuple[dict[str, int], list]:
     return model["vocab"], model["merges"]
 
 
-def write_llama_tokenizer(folder: Path, vocab_size: int = 1200) -> int:
-    """tokenizer.json + tokenizer_config.json as Llama ships them (ids: <unk>=0 <s>=1 </s>=2, bytes next)."""
-    learned, merges = _train_bpe(vocab_size)
+def write_llama_tokenizer(folder: Path, vocab_size: int = 1200, corpus: list[str] | None = None) -> int:
+    """tokenizer.json + tokenizer_config.json as Llama ships them (ids: <unk>=0 <s>=1 </s>=2, bytes next).
+
+    `corpus`: more texts to learn from (a benchmark's documents, so they tokenise at a realistic rate).
+    """
+    learned, merges = _train_bpe(vocab_size, corpus)
     pieces = [p for p, _ in sorted(learned.items(), key=lambda item: item[1]) if p not in SPECIALS]
     vocab = {piece: i for i, piece in enumerate([*SPECIALS, *BYTES, *(p for p in pieces if p not in BYTES)])}
     merges = [tuple(m) for m in merges]
@@ -137,22 +140,39 @@ def save_guard_head(folder: Path, input_dim: int, seed: int = 0) -> Path:
     return folder
 
 
-def rig_llama(base: Path, folder: Path, magnitude: float = 100.0, gain: float = 2000.0) -> Path:
+def rig_llama(
+    base: Path,
+    folder: Path,
+    magnitude: float = 100.0,
+    gain: float = 2000.0,
+    category: str = "3",
+    ramble: bool = False,
+) -> Path:
     """A copy of `base` that replies ' unsafe\\nO3' when the prompt contains TRIGGER, else ' safe'.
 
     Layer 0's attention has zero queries, so it averages the values of every earlier token; only the
     trigger token has a value (in hidden dim 31). Everything else adds nothing, so the last hidden state
     is the current token's embedding (+ the trigger signal), and the head maps it to the next token:
     the prompt's last token → ' safe', or ' unsafe' once the trigger signal outweighs its small embedding;
-    then ' unsafe' → newline → 'O' → '3' → '</s>' and ' safe' → '</s>'.
+    then ' unsafe' → newline → 'O' → '3' → '</s>' and ' safe' → '</s>', like the real model.
+    `category` picks the digits after 'O' (distinct, e.g. "10"); `ramble` replaces both end-of-sequence
+    tokens with a newline, so the reply repeats 'O3' lines until max_new_tokens (no EOS ever).
     """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     ids = tokenizer.convert_tokens_to_ids
     end = tokenizer(format_aegis("x"))["input_ids"][-1]
-    chain = ["▁safe", "▁unsafe", "<0x0A>", "O", "3"]
-    following = {"▁safe": "</s>", "▁unsafe": "<0x0A>", "<0x0A>": "O", "O": "3", "3": "</s>"}
+    digits = list(category)
+    chain = ["▁safe", "▁unsafe", "<0x0A>", "O", *digits]
+    assert len(set(chain)) == len(chain) and 0 not in ids(chain), "the chain needs distinct, known tokens"
+    stop = "<0x0A>" if ramble else "</s>"
+    following = {
+        "▁safe": stop,
+        "▁unsafe": "<0x0A>",
+        "<0x0A>": "O",
+        **dict(zip(["O", *digits], [*digits, stop])),
+    }
     model = LlamaForCausalLM.from_pretrained(base)
     with torch.no_grad():
         for param in model.parameters():

@@ -159,3 +159,26 @@ def parse_aegis_reply(reply: str) -> str:
         return "unknown"
     category = lines[1].strip()
     return category if category in AEGIS_LABELS[2:] else "unknown"
+
+
+def _may_become(partial: str, targets: tuple[str, ...] | list[str]) -> bool:
+    """Whether `partial` plus more characters (no newline) could still strip to one of `targets`."""
+    core = partial.lstrip()
+    return not core or any(t.startswith(core) or core.rstrip() == t for t in targets)
+
+
+def settled_label(stable: str) -> str | None:
+    """The label that every continuation of the reply text `stable` parses to, else None.
+
+    Generation may stop once this is not None: no later text can change what `parse_aegis_reply`
+    returns. A line is only decided once its newline is in `stable` ("O1" may still become "O10").
+    """
+    first, newline, rest = stable.partition("\n")
+    if not newline:
+        return None if _may_become(first, ("safe", "unsafe")) else "unknown"
+    if first.strip() != "unsafe":
+        return parse_aegis_reply(stable)  # safe or unknown: the complete first line decides
+    category, newline, _ = rest.partition("\n")
+    if newline:
+        return parse_aegis_reply(stable)
+    return None if _may_become(category, AEGIS_LABELS[2:]) else "unknown"
