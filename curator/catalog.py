@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from curator.classifiers.aegis_prompt import AEGIS_LABELS
+from curator.classifiers.prompt_task import COMPLEXITY_COLUMN, SCORED
 from curator.config import ClassifierConfig
 
 CONTENT_TYPES = [
@@ -37,19 +38,7 @@ def published_labels(model: str) -> list[str] | None:
     }.get(model)
 
 
-PROMPT_COLUMNS = [
-    "task_type_1",
-    "task_type_2",
-    "task_type_prob",
-    "creativity_scope",
-    "reasoning",
-    "contextual_knowledge",
-    "number_of_few_shots",
-    "domain_knowledge",
-    "no_label_reason",
-    "constraint_ct",
-    "prompt_complexity_score",
-]
+PROMPT_COLUMNS = ["task_type_1", "task_type_2", "task_type_prob", *SCORED, COMPLEXITY_COLUMN]
 
 
 def config_files(config_dirs: list[str]) -> dict[str, Path]:
