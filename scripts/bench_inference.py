@@ -64,8 +64,8 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def make_corpus(n: int, seed: int) -> list[str]:
-    """Web-like documents: words from the bundled sample, log-normal lengths (median 150 words)."""
+def sample_words() -> list[str]:
+    """Every word of the bundled sample documents, in file order: the vocabulary of generated corpora."""
     import gzip
 
     words: list[str] = []
@@ -74,6 +74,12 @@ def make_corpus(n: int, seed: int) -> list[str]:
         with opener(path, "rt", encoding="utf-8") as handle:
             for line in handle:
                 words += json.loads(line)["text"].split()
+    return words
+
+
+def make_corpus(n: int, seed: int) -> list[str]:
+    """Web-like documents: words from the bundled sample, log-normal lengths (median 150 words)."""
+    words = sample_words()
     rng = np.random.default_rng(seed)
     counts = np.maximum(1, rng.lognormal(mean=np.log(150), sigma=0.75, size=n)).astype(int)
     return [" ".join(rng.choice(words, size=c)) for c in counts]

@@ -19,7 +19,6 @@ document, the speed-up, label (and raw reply) agreement, and FLOPs per document 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from curator.classifiers.aegis_prompt import format_aegis  # noqa: E402
 from curator.config import InferenceConfig  # noqa: E402
 from curator.inference import cache  # noqa: E402
 from curator.inference.memory import kv_bytes_per_token, llm_weight_bytes  # noqa: E402
+from scripts.bench_inference import sample_words  # noqa: E402
 from tests.fixtures_llm import TRIGGER, save_lora_adapter, write_llama_tokenizer  # noqa: E402
 
 RESERVED = 8  # hidden dims the rig owns: 0 end-of-prompt, 1-5 the reply chain, 7 the trigger
@@ -52,12 +52,7 @@ LLAMA_GUARD_7B = dict(
 
 def make_corpus(n: int, seed: int, trigger_rate: float) -> list[str]:
     """Web-like documents: words from the bundled sample, log-normal lengths (median 150 words)."""
-    words: list[str] = []
-    for path in sorted((ROOT / "curator" / "data" / "sample").glob("*.jsonl*")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                words += json.loads(line)["text"].split()
+    words = sample_words()
     rng = np.random.default_rng(seed)
     counts = np.maximum(1, rng.lognormal(mean=np.log(150), sigma=0.75, size=n)).astype(int)
     docs = []
