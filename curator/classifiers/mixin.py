@@ -4,6 +4,7 @@ content type. One linear head on the first token; labels from the checkpoint's l
 from __future__ import annotations
 
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,10 @@ from curator.models.encoder import load_tokenizer
 from curator.models.mixin import backbone_config, base_model_of, load_mixin_classifier
 
 
-class MixinClassifier(DistributedDataClassifier):
-    """Softmax over a mixin checkpoint's head; the backbone is built from its config, never downloaded."""
+class DebertaCheckpointClassifier(DistributedDataClassifier):
+    """What the mixin DeBERTa families share: a checkpoint folder, its backbone config, its tokenizer."""
+
+    family = "deberta_mixin"  # part of the model-cache key
 
     def __init__(
         self,
@@ -34,12 +37,12 @@ class MixinClassifier(DistributedDataClassifier):
         self.base_model = base_model
         self.allow_pickle = allow_pickle
         # Fail on the client, before any cluster starts, if the checkpoint or its backbone config is missing.
-        folder = self.resolve(model, revision, allow_pickle)
-        self._labels = labels_from_config(folder)
+        folder = self.folder()
+        self.read_checkpoint(folder)
         backbone_config(base_model_of(folder, base_model))
 
     @classmethod
-    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> MixinClassifier:
+    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> DebertaCheckpointClassifier:
         return cls(
             name,
             model=cfg.model,
@@ -49,19 +52,33 @@ class MixinClassifier(DistributedDataClassifier):
             **common,
         )
 
+    def read_checkpoint(self, folder: Path) -> None:
+        """Read what the family needs from the checkpoint's config.json (labels, heads)."""
+        raise NotImplementedError
+
+    def folder(self) -> Path:
+        """The checkpoint's local folder (fetched on the client, found in the cache on workers)."""
+        return self.resolve(self.model, self.revision, self.allow_pickle)
+
+    def model_key(self) -> Hashable:
+        return (self.family, self.model, self.revision, self.base_model, self.allow_pickle)
+
+    def load_tokenizer(self) -> Any:
+        return load_tokenizer(self.folder())
+
+
+class MixinClassifier(DebertaCheckpointClassifier):
+    """Softmax over a mixin checkpoint's head; the backbone is built from its config, never downloaded."""
+
+    def read_checkpoint(self, folder: Path) -> None:
+        self._labels = labels_from_config(folder)
+
     @property
     def labels(self) -> list[str]:
         return list(self._labels)
 
-    def model_key(self) -> Hashable:
-        return ("deberta_mixin", self.model, self.revision, self.base_model, self.allow_pickle)
-
-    def load_tokenizer(self) -> Any:
-        return load_tokenizer(self.resolve(self.model, self.revision, self.allow_pickle))
-
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        folder = self.resolve(self.model, self.revision, self.allow_pickle)
-        return load_mixin_classifier(folder, self.base_model, self.allow_pickle).to(device)
+        return load_mixin_classifier(self.folder(), self.base_model, self.allow_pickle).to(device)
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         return self.label_columns(outputs, self._labels)

@@ -7,19 +7,17 @@ dtypes, same rounding functions), so the columns equal NeMo Curator's.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from curator.classifiers.base import DistributedDataClassifier
-from curator.config import ClassifierConfig
+from curator.classifiers.mixin import DebertaCheckpointClassifier
 from curator.errors import ConfigError
-from curator.models.encoder import load_tokenizer
-from curator.models.mixin import backbone_config, base_model_of, load_multihead_classifier, read_json_config
+from curator.models.mixin import load_multihead_classifier, read_json_config
 
 TASK = "task_type"
 # Heads scored as softmax · weights / divisor, in the published head order after task_type.
@@ -126,38 +124,13 @@ def prompt_task_columns(outputs: np.ndarray, spec: PromptTaskSpec) -> dict[str, 
     return columns
 
 
-class PromptTaskComplexityClassifier(DistributedDataClassifier):
+class PromptTaskComplexityClassifier(DebertaCheckpointClassifier):
     """Task type (task_type_1/2, task_type_prob), six complexity scores and their weighted sum per prompt."""
 
-    def __init__(
-        self,
-        name: str,
-        model: str,
-        revision: str | None = None,
-        base_model: str | None = None,
-        allow_pickle: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(name, **kwargs)
-        self.model = model
-        self.revision = revision
-        self.base_model = base_model
-        self.allow_pickle = allow_pickle
-        # Fail on the client, before any cluster starts, if the checkpoint or its backbone config is missing.
-        folder = self.resolve(model, revision, allow_pickle)
-        self.spec = PromptTaskSpec.from_config(read_json_config(folder), str(folder / "config.json"))
-        backbone_config(base_model_of(folder, base_model))
+    family = "prompt_task_complexity"
 
-    @classmethod
-    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> PromptTaskComplexityClassifier:
-        return cls(
-            name,
-            model=cfg.model,
-            revision=cfg.revision,
-            base_model=cfg.base_model,
-            allow_pickle=cfg.allow_pickle,
-            **common,
-        )
+    def read_checkpoint(self, folder: Path) -> None:
+        self.spec = PromptTaskSpec.from_config(read_json_config(folder), str(folder / "config.json"))
 
     @property
     def labels(self) -> list[str]:
@@ -178,16 +151,9 @@ class PromptTaskComplexityClassifier(DistributedDataClassifier):
         text = {"task_type_1", "task_type_2"}
         return {out: pa.string() if ref in text else pa.float32() for ref, out in self._names().items()}
 
-    def model_key(self) -> Hashable:
-        return ("prompt_task_complexity", self.model, self.revision, self.base_model, self.allow_pickle)
-
-    def load_tokenizer(self) -> Any:
-        return load_tokenizer(self.resolve(self.model, self.revision, self.allow_pickle))
-
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        folder = self.resolve(self.model, self.revision, self.allow_pickle)
         return load_multihead_classifier(
-            folder, list(self.spec.sizes), self.base_model, self.allow_pickle
+            self.folder(), list(self.spec.sizes), self.base_model, self.allow_pickle
         ).to(device)
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
