@@ -127,11 +127,14 @@ class InferenceConfig:
     engine: str = "native"  # native (this project's batcher) | crossfit (GPU + cuDF only)
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | bfloat16 | float16
-    token_budget: int | None = None  # rows x padded length per batch; None: 16384 on CPU, from memory on CUDA
+    # rows x padded length per batch; None: a cache-sized budget for encoders on CPU (16384 for LLMs),
+    # from free memory on CUDA
+    token_budget: int | None = None
     sort: bool = True  # sort by token length before batching (off only to measure what it buys)
     prefetch: bool | None = None  # pad/copy the next batch in a thread; None: on for CUDA, off for CPU
     quantize: str | None = None  # int8: dynamic int8 quantisation of Linear layers (CPU only)
     max_mem_gb: float | None = None  # CUDA: memory batches may use; None: what is free on the device
+    fast_encoder: bool = True  # BERT/RoBERTa/XLM-R: fused Q/K/V, first-token-only last layer (same results)
 
 
 @dataclass

@@ -103,7 +103,11 @@ def run_settings(cfg: Config) -> dict[str, Any]:
     return {
         "classifiers": {name: _plain(clf) for name, clf in cfg.classifier.items()},
         "model_commits": commits,
-        "inference": {"dtype": cfg.inference.dtype, "quantize": cfg.inference.quantize},
+        "inference": {
+            "dtype": cfg.inference.dtype,
+            "quantize": cfg.inference.quantize,
+            "fast_encoder": cfg.inference.fast_encoder,
+        },
         "filter": _plain(cfg.filter),
         "output_format": cfg.output.format,
         "dataset": {

@@ -25,7 +25,7 @@ from curator.inference.engine import (
     run_batches,
     tokenize,
 )
-from curator.inference.memory import DEFAULT_CPU_TOKEN_BUDGET, cuda_token_budget
+from curator.inference.memory import cpu_token_budget, cuda_token_budget
 from curator.models.hub import resolve_model
 
 # Rows the reader marked as bad carry their reason here; they are never classified.
@@ -193,7 +193,7 @@ class DistributedDataClassifier:
     # ---- running -------------------------------------------------------------------------------
     def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
         device = resolve_device(self.inference.device)
-        key = (self.model_key(), str(device), self.inference.quantize)
+        key = (self.model_key(), str(device), self.inference.quantize, self.inference.fast_encoder)
         model = cache.get_or_load((*key, "model"), lambda: self._prepared_model(device))
         tokenizer = cache.get_or_load((self.model_key(), "tokenizer"), self.load_tokenizer)
         return model, tokenizer, device
@@ -205,12 +205,12 @@ class DistributedDataClassifier:
         return model
 
     def token_budget(self, model: torch.nn.Module, device: torch.device, max_length: int) -> int:
-        """The configured budget, else 16384 tokens on CPU, else what free CUDA memory allows."""
+        """The configured budget, else a cache-sized one on CPU, else what free CUDA memory allows."""
         if self.inference.token_budget:
             return self.inference.token_budget
-        if device.type != "cuda":
-            return DEFAULT_CPU_TOKEN_BUDGET
         config = getattr(model, "config", None)  # every family's model exposes its backbone config
+        if device.type != "cuda":
+            return cpu_token_budget(config, max_length)
         autocast = resolve_autocast(self.inference.dtype, device)
         dtype_bytes = torch.finfo(autocast).bits // 8 if autocast else 4
         cap = self.inference.max_mem_gb

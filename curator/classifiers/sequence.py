@@ -19,6 +19,7 @@ from curator.classifiers.base import DistributedDataClassifier
 from curator.config import ClassifierConfig
 from curator.errors import ConfigError
 from curator.models.encoder import load_tokenizer
+from curator.models.fast_encoder import fast_sequence_classifier
 from curator.models.weights import load_strict, read_safetensors
 
 
@@ -30,29 +31,33 @@ def labels_from_config(folder: Path) -> list[str]:
     return [name for _, name in sorted(config.get("id2label", {}).items(), key=lambda item: int(item[0]))]
 
 
-class _Softmax(torch.nn.Module):
+class _Logits(torch.nn.Module):
+    """A sequence-classification model's logits: the fast BERT-family path where it applies, else HF's."""
+
+    def __init__(self, model: torch.nn.Module, fast: bool = True) -> None:
+        super().__init__()
+        self.config = model.config
+        self.fast = fast_sequence_classifier(model) if fast else None
+        self.model = None if self.fast is not None else model  # the fast path keeps only what it uses
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.fast is not None:
+            return self.fast(input_ids, attention_mask)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class _Softmax(_Logits):
     """Class probabilities from a sequence-classification model's logits."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.config = model.config
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return torch.softmax(logits.float(), dim=-1)
+        return torch.softmax(self.logits(input_ids, attention_mask).float(), dim=-1)
 
 
-class _Score(torch.nn.Module):
+class _Score(_Logits):
     """The single regression output of a one-label head: logits.squeeze(-1), as float."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.config = model.config
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
+        return self.logits(input_ids, attention_mask).squeeze(-1).float()
 
 
 def build_sequence_model(folder: Path, allow_pickle: bool = False) -> torch.nn.Module:
@@ -97,7 +102,8 @@ class SequenceClassifier(DistributedDataClassifier):
         return load_tokenizer(self.folder())
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        return _Softmax(build_sequence_model(self.folder(), self.allow_pickle)).to(device)
+        model = build_sequence_model(self.folder(), self.allow_pickle)
+        return _Softmax(model, self.inference.fast_encoder).to(device)
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         return self.label_columns(outputs, self._labels)
@@ -173,7 +179,8 @@ class RegressionClassifier(SequenceClassifier):
         return types
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        return _Score(build_sequence_model(self.folder(), self.allow_pickle)).to(device)
+        model = build_sequence_model(self.folder(), self.allow_pickle)
+        return _Score(model, self.inference.fast_encoder).to(device)
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         scores = outputs.reshape(-1).astype(np.float32)

@@ -14,6 +14,7 @@ from curator.config import ClassifierConfig
 from curator.errors import ConfigError
 from curator.inference.engine import BatchPlan, run_batches, tokenize
 from curator.models.encoder import load_encoder, load_tokenizer
+from curator.models.fast_encoder import FastEncoder, supports_fast_encoder
 from curator.models.hub import resolve_model
 
 
@@ -36,7 +37,10 @@ class ZeroShotModel(torch.nn.Module):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings, as sentence-transformers computes them for this model."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if isinstance(self.encoder, FastEncoder):
+            hidden = self.encoder(input_ids, attention_mask)
+        else:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -97,7 +101,10 @@ class ZeroShotClassifier(DistributedDataClassifier):
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
         folder = resolve_model(self.model, self.revision)
-        encoder = load_encoder(folder).to(device)
+        encoder = load_encoder(folder)
+        if self.inference.fast_encoder and supports_fast_encoder(encoder.config):
+            encoder = FastEncoder(encoder)
+        encoder = encoder.to(device)
         model = ZeroShotModel(encoder, torch.zeros(0), self.temperature)
         tokenizer = self.load_tokenizer()
         ids = tokenize(tokenizer, self.label_texts, self.max_length or 256)
