@@ -36,16 +36,45 @@ SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|CREDENTIAL|(^|_)KEY(_|$)")
 GPU_HINT = "RAPIDS packages for your CUDA version (dask-cuda; cuDF for dataset.backend=cudf)"
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+WORKER_TRIM_THRESHOLD = 256 * 2**20
+WORKER_MMAP_THRESHOLD = 32 * 2**20  # glibc's largest dynamic mmap threshold on 64-bit
+
+
 class TorchThreads(WorkerPlugin):
-    """Set torch's intra-op threads on each worker (distributed's nanny pins OMP threads to 1)."""
+    """Set torch's intra-op threads (distributed's nanny pins OMP threads to 1) and its allocator's reuse."""
 
     name = "curator-torch-threads"
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int | None) -> None:
         self.threads = threads
 
     def setup(self, worker) -> None:
-        set_torch_threads(self.threads)
+        if self.threads:
+            set_torch_threads(self.threads)
+        reuse_freed_memory()
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc keep and reuse freed batch buffers in this worker process; False where it cannot.
+
+    Distributed's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting any malloc threshold
+    also freezes glibc's mmap threshold at 128 KiB, so every batch's multi-MiB activations were mapped,
+    page-faulted and unmapped afresh: the engine ran ~25% slower in a worker than in the main process
+    (`MALLOC_TRIM_THRESHOLD_=65536` alone reproduces it). Buffers up to 32 MiB now come from the heap,
+    and up to 256 MiB of free heap stays mapped for the next batch.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl without mallopt)
+        return False
+    return bool(mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)) and bool(
+        mallopt(M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD)
+    )
 
 
 def set_torch_threads(threads: int) -> None:
@@ -319,8 +348,7 @@ def join(cfg: ClusterConfig) -> Iterator[Client]:
         workers = len(client.scheduler_info().get("workers", {}))
         log.info("Joined Dask scheduler %s with %d worker(s)", client.scheduler.address, workers)
         log.info("Dask dashboard: %s", dashboard(client))
-        if cfg.torch_threads:
-            client.register_plugin(TorchThreads(cfg.torch_threads))
+        client.register_plugin(TorchThreads(cfg.torch_threads))  # threads as the workers chose, unless set
         yield client
 
 
