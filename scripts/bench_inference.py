@@ -6,13 +6,14 @@ weights (random 26-way head):
 
 - naive: input order, fixed batches of 32 (also 1 and 128 for context), padding="longest",
   truncation at 512 — what people write by hand;
-- engine: this project's sorted, token-budget batcher in-process (also with int8, and prefetch);
+- engine: this project's sorted, token-budget batcher in-process (also with int8, with prefetch, with
+  Hugging Face's modules instead of the fast BERT forward, and at other token budgets with --budgets);
 - end to end: `python run.py` (read → classify → write) on the same corpus as JSONL files.
 
 For each: docs/s, real tokens/s, padding efficiency (real ÷ computed tokens) and the fraction of the
 compute bound (real FLOPs/s ÷ the best of 5 fp32 2048×2048 matmuls at the same thread count).
 
-    python scripts/bench_inference.py [--docs 2000] [--threads N] [--json results.json]
+    python scripts/bench_inference.py [--docs 2000] [--threads N] [--budgets 1024,16384] [--json F]
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-context", action="store_true", help="skip naive batch 1 and 128")
+    parser.add_argument("--budgets", default="", help="also run the engine at these token budgets (a,b,...)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -240,10 +242,13 @@ def main() -> None:
             "engine": lambda: engine(texts, folder),
             "engine prefetch": lambda: engine(texts, folder, prefetch=True),
             "engine int8": lambda: engine(texts, folder, quantize="int8"),
+            "engine, HF modules": lambda: engine(texts, folder, fast_encoder=False),
             "end to end (run.py)": lambda: end_to_end(texts, folder, args.threads, work),
         }
         if args.skip_context:
             del plan["naive b1"], plan["naive b128"]
+        for budget in filter(None, args.budgets.split(",")):
+            plan[f"engine budget {int(budget)}"] = lambda b=int(budget): engine(texts, folder, token_budget=b)
         runs: dict[str, dict] = {}
         for name, measure in plan.items():
             # This machine's speed drifts; each run is judged against the matmul rate measured next to it.
@@ -253,7 +258,7 @@ def main() -> None:
             torch.set_num_threads(args.threads)
 
     base = len(texts) / runs["naive b32"]["seconds"]
-    print(f"\n{'':<22}{'docs/s':>9}{'tokens/s':>10}{'pad eff':>9}{'of bound':>10}{'vs naive':>10}")
+    print(f"\n{'':<24}{'docs/s':>9}{'tokens/s':>10}{'pad eff':>9}{'of bound':>10}{'vs naive':>10}")
     results = {}
     for name, run in runs.items():
         docs_s = len(texts) / run["seconds"]
@@ -268,7 +273,7 @@ def main() -> None:
         results[name] = row
         eff = f"{row['padding_efficiency']:.0%}" if computed else "–"
         print(
-            f"{name:<22}{docs_s:>9.1f}{row['real_tokens_per_s']:>10.0f}{eff:>9}"
+            f"{name:<24}{docs_s:>9.1f}{row['real_tokens_per_s']:>10.0f}{eff:>9}"
             f"{row['fraction_of_bound']:>10.0%}{row['vs_naive_b32']:>9.2f}x"
         )
     fp32, int8 = runs["engine"], runs["engine int8"]
