@@ -74,6 +74,10 @@ class DistributedDataClassifier:
         self.batch_size = batch_size  # a cap on rows per batch; the token budget decides the size
         self.inference = inference or InferenceConfig()
         check_engine(self.inference)
+        if self.inference.engine == "crossfit":
+            from curator.inference.crossfit_engine import refuse_generation
+
+            refuse_generation(self)
         self.last_stats = RunStats()
         self._token = token  # Python API `token=`; never pickled, logged or saved (else HF_TOKEN is used)
         self.filter_by = list(filter_by) if filter_by is not None else None  # Python API: labels to keep
@@ -245,6 +249,16 @@ class DistributedDataClassifier:
         )
         return self.postprocess(outputs)
 
+    def _predict_columns(self, texts: list[str], stats: RunStats) -> dict[str, Any]:
+        """This classifier's columns for `texts`, by the configured engine."""
+        if not texts:
+            return self.postprocess(np.empty((0,)))
+        if self.inference.engine == "crossfit":
+            from curator.inference.crossfit_engine import predict_with_crossfit
+
+            return predict_with_crossfit(self, texts)
+        return self.predict(texts, stats)
+
     def classify_partition(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Add this classifier's columns to a partition; rows marked bad by the reader get nulls."""
         if self.text_field not in frame.columns:
@@ -256,7 +270,7 @@ class DistributedDataClassifier:
             good = frame[ERROR_COLUMN].isna().to_numpy()
         texts = frame[self.text_field].to_numpy()[good].tolist()
         started, stats = time.perf_counter(), RunStats()  # per call: tasks may share this object
-        predicted = pd.DataFrame(self.predict(texts, stats) if texts else self.postprocess(np.empty((0,))))
+        predicted = pd.DataFrame(self._predict_columns(texts, stats))
         predicted.index = np.flatnonzero(good)
         columns = self._typed(predicted.reindex(range(len(frame))))
         out = frame.copy()

@@ -81,29 +81,54 @@ def _postprocess(part: Any, clf: DistributedDataClassifier) -> Any:
     return part
 
 
-def classify_with_crossfit(
-    frame: Any, clf: DistributedDataClassifier, max_mem_gb: float | None = None
-) -> Any:
-    """Add `clf`'s columns to a dask-cuDF frame with CrossFit's sorted tokenizer + predictor pipeline."""
+def refuse_generation(clf: DistributedDataClassifier) -> None:
+    """CrossFit's Predictor runs one forward pass per batch: families with their own loop cannot use it."""
     if type(clf).predict is not DistributedDataClassifier.predict:  # e.g. generation (AEGIS)
         raise ConfigError(
             f"inference.engine=crossfit cannot run {type(clf).__name__}; use the native engine."
         )
+
+
+def crossfit_outputs(frame: Any, clf: DistributedDataClassifier, max_chars: int | None) -> Any:
+    """`frame` (dask-cuDF) with the model's raw outputs in OUTPUT_COLUMN, by CrossFit's sorted pipeline."""
+    refuse_generation(clf)
     from crossfit import op
 
-    model = crossfit_model(clf, max_mem_gb)
+    model = crossfit_model(clf, clf.inference.max_mem_gb)
     pipe = op.Sequential(
         op.Tokenizer(
             model,
             cols=[clf.text_field],
             tokenizer_type="default",
             max_length=model.max_seq_length(),
-            max_chars=clf.max_chars,
+            max_chars=max_chars,
         ),
         op.Predictor(
             model, sorted_data_loader=True, batch_size=clf.batch_size, pred_output_col=OUTPUT_COLUMN
         ),
         keep_cols=frame.columns.tolist(),
     )
-    predicted = pipe(frame)
-    return predicted.map_partitions(_postprocess, clf)
+    return pipe(frame)
+
+
+def classify_with_crossfit(frame: Any, clf: DistributedDataClassifier) -> Any:
+    """Add `clf`'s columns to a dask-cuDF frame with CrossFit's sorted tokenizer + predictor pipeline."""
+    return crossfit_outputs(frame, clf, clf.max_chars).map_partitions(_postprocess, clf)
+
+
+def predict_with_crossfit(clf: DistributedDataClassifier, texts: list[str]) -> dict[str, Any]:
+    """The pipeline's per-unit step under inference.engine=crossfit: texts in, the classifier's columns out.
+
+    Runs inside the unit's task (one cuDF partition, computed in place), so reading, filtering, writing,
+    quarantine and resume stay the native pipeline's.
+    """
+    import cudf
+    import dask_cudf
+
+    if clf.max_chars is not None:
+        texts = [t[: clf.max_chars] for t in texts]
+    texts = [clf.format_text(t) for t in texts]
+    frame = dask_cudf.from_cudf(cudf.DataFrame({clf.text_field: texts}), npartitions=1)
+    part = crossfit_outputs(frame, clf, max_chars=None).compute(scheduler="sync")
+    part = part.sort_index()  # the sorted loader's order undone: rows as given
+    return clf.postprocess(_outputs(part))

@@ -70,12 +70,12 @@ def check_engine(inference: Any) -> None:
     try:
         import crossfit  # noqa: F401
         import cudf  # noqa: F401
+        import dask_cudf  # noqa: F401
     except ImportError as err:
         raise ConfigError(
             f"inference.engine=crossfit needs RAPIDS cuDF and CrossFit ({err}); install the `gpu` extra "
             "(pip install -e '.[gpu]' from the RAPIDS index) or use inference.engine=native."
         ) from err
-    raise NotImplementedError("inference.engine=crossfit is not wired into this version; use native.")
 
 
 def quantize_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
