@@ -156,10 +156,11 @@ def engine(texts: list[str], folder: Path, **inference) -> dict:
     }
 
 
-def end_to_end(texts: list[str], folder: Path, threads: int, work: Path) -> dict:
+def end_to_end(texts: list[str], folder: Path, threads: int, work: Path, *overrides: str) -> dict:
     """`python run.py` on the corpus written as 4 JSONL files; pipeline seconds from summary.json."""
+    work = work / "-".join(["e2e", *(o.replace("=", "_") for o in overrides)])
     data = work / "corpus"
-    data.mkdir()
+    data.mkdir(parents=True)
     for part, chunk in enumerate(np.array_split(np.arange(len(texts)), 4)):
         with open(data / f"part{part}.jsonl", "w", encoding="utf-8") as handle:
             for i in chunk:
@@ -183,6 +184,7 @@ def end_to_end(texts: list[str], folder: Path, threads: int, work: Path) -> dict
         "cluster.n_workers=1",
         f"cluster.torch_threads={threads}",
         "quiet=true",
+        *overrides,
     ]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=work, capture_output=True)
@@ -244,6 +246,9 @@ def main() -> None:
             "engine int8": lambda: engine(texts, folder, quantize="int8"),
             "engine, HF modules": lambda: engine(texts, folder, fast_encoder=False),
             "end to end (run.py)": lambda: end_to_end(texts, folder, args.threads, work),
+            "end to end, thread worker": lambda: end_to_end(
+                texts, folder, args.threads, work, "cluster.processes=false"
+            ),
         }
         if args.skip_context:
             del plan["naive b1"], plan["naive b128"]
