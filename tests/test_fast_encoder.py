@@ -88,10 +88,14 @@ def test_full_hidden_states_equal_hugging_face_where_tokens_are_real() -> None:
     torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)
 
 
+def fast_bert(seed: int, labels: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A random BERT classifier's fast path and a ragged batch for it."""
+    model = random_model(BertForSequenceClassification, BertConfig(**SHAPE, num_labels=labels), seed=seed)
+    return (fast_sequence_classifier(model), *ragged_batch(seed=seed))
+
+
 def test_a_row_does_not_depend_on_its_batch_neighbours() -> None:
-    model = random_model(BertForSequenceClassification, BertConfig(**SHAPE, num_labels=3), seed=5)
-    fast = fast_sequence_classifier(model)
-    input_ids, mask = ragged_batch(seed=2)
+    fast, input_ids, mask = fast_bert(seed=5, labels=3)
     with torch.inference_mode():
         together = fast(input_ids, mask)
         alone = torch.cat(
@@ -119,9 +123,7 @@ def test_deberta_falls_back() -> None:
 
 
 def test_int8_quantises_the_fused_projections() -> None:
-    model = random_model(BertForSequenceClassification, BertConfig(**SHAPE, num_labels=5), seed=6)
-    fast = fast_sequence_classifier(model)
-    input_ids, mask = ragged_batch(seed=3)
+    fast, input_ids, mask = fast_bert(seed=6, labels=5)
     with torch.inference_mode():
         reference = fast(input_ids, mask)
         quantized = quantize_int8(fast, torch.device("cpu"))
