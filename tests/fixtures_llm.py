@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
@@ -195,3 +196,14 @@ def rig_llama(
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((base / name).read_bytes())
     return folder
+
+
+# Fixtures of the AEGIS test modules; the root conftest.py loads this module as a pytest plugin.
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("llama-guard"))
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
+    return save_lora_adapter(tiny_llama, tmp_path_factory.mktemp("aegis-adapter"))

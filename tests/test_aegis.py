@@ -32,21 +32,10 @@ from tests.fixtures_llm import (
     rig_llama,
     save_guard_head,
     save_lora_adapter,
-    save_tiny_llama,
 )
 
 # Two ~2,000-token prompts per batch: several batches form, and generation is charged to the budget.
 BUDGET = 2 * (2000 + 100)
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("llama-guard"))
-
-
-@pytest.fixture(scope="module")
-def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
-    return save_lora_adapter(tiny_llama, tmp_path_factory.mktemp("aegis-adapter"))
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,6 @@ from tests.fixtures_llm import (
     rig_llama,
     save_guard_head,
     save_lora_adapter,
-    save_tiny_llama,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,16 +58,6 @@ FAST_DOCS = [
 # 1 to 4 rows of unequal suffixes (so padding sits between prefix and suffix).
 FAST_BUDGET = 4 * (1758 + 100 + 110)
 REFERENCE_BUDGET = 2 * (2400 + 100)
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("llama-guard"))
-
-
-@pytest.fixture(scope="module")
-def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
-    return save_lora_adapter(tiny_llama, tmp_path_factory.mktemp("aegis-adapter"))
 
 
 @pytest.fixture(scope="module")

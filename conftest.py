@@ -1,0 +1,3 @@
+"""Root conftest: fixture modules shared by several test files, loaded as plugins."""
+
+pytest_plugins = ["tests.fixtures_llm"]
