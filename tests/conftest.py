@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -141,3 +144,35 @@ def reference_scores(folder: Path, texts: list[str]) -> np.ndarray:
         with torch.no_grad():
             scores.append(model(**inputs).logits.squeeze(-1).float().item())
     return np.asarray(scores)
+
+
+def sweep_zero_shot(
+    cwd: Path, docs_dir: Path, *overrides: str, timeout: int, env: dict | None = None
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """`run.py -m` over both zero-shot classifiers (cluster=sync); check each labelled every document.
+
+    Returns the finished process and the data folder (`outputs/data/tiny` under `cwd`).
+    """
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parent.parent / "run.py"),
+            "-m",
+            *overrides,
+            "classifier=zero_shot_domain,zero_shot_topic",
+            "cluster=sync",
+            f"dataset.path={docs_dir}",
+            "dataset.name=tiny",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = cwd / "outputs" / "data" / "tiny"
+    for name, column in (("zero_shot_domain", "domain_pred"), ("zero_shot_topic", "topic_pred")):
+        frame = pd.concat(pd.read_json(p, lines=True) for p in sorted((data / name).glob("*.jsonl")))
+        assert len(frame) == len(DOCS) and frame[column].notna().all()
+    return result, data

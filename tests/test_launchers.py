@@ -5,18 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from curator.callbacks import SweepSummary
 from curator.config import register_configs
-from tests.conftest import DOCS
+from tests.conftest import DOCS, sweep_zero_shot
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "hf_curatorTestMarker0123456789"  # a fake token: it must never land in a file
@@ -118,28 +115,8 @@ def test_submitit_sweep_gives_each_job_its_folder_and_summary_and_pickles_no_tok
     docs_dir: Path, tmp_path: Path
 ) -> None:
     env = {**os.environ, "HF_TOKEN": MARKER, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "-m",
-            "hydra/launcher=local",  # submitit's LocalExecutor: one process per job, as on SLURM
-            "classifier=zero_shot_domain,zero_shot_topic",
-            "cluster=sync",
-            f"dataset.path={docs_dir}",
-            "dataset.name=tiny",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = tmp_path / "outputs" / "data" / "tiny"
-    for name, column in (("zero_shot_domain", "domain_pred"), ("zero_shot_topic", "topic_pred")):
-        frame = pd.concat(pd.read_json(p, lines=True) for p in sorted((data / name).glob("*.jsonl")))
-        assert len(frame) == len(DOCS) and frame[column].notna().all()
+    # submitit's LocalExecutor: one process per job, as on SLURM
+    result, _ = sweep_zero_shot(tmp_path, docs_dir, "hydra/launcher=local", timeout=600, env=env)
     (sweep,) = (tmp_path / "multirun").glob("*/*")
     for num in (0, 1):
         assert json.loads((sweep / str(num) / "summary.json").read_text())["read"] == len(DOCS)
