@@ -147,17 +147,30 @@ def test_local_workers_get_threads_and_hf_settings_and_the_dashboard_is_logged(
     assert cluster.status == Status.closed
 
 
-def faults_reusing_a_buffer() -> dict:
-    """Minor page faults while a 12 MiB buffer (a MiniLM batch's FFN activation) is made and freed 20x."""
+def where_a_reused_buffer_lives() -> dict:
+    """Whether a 12 MiB buffer (a MiniLM batch's FFN activation), made again after a free, is mmapped."""
+    import ctypes
+    import ctypes.util
     import resource
 
     import numpy as np
 
+    class MallInfo2(ctypes.Structure):
+        names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        _fields_ = [(name, ctypes.c_size_t) for name in names.split()]
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallinfo2.restype = MallInfo2
     np.ones(3 * 2**20, dtype=np.float32)  # once, so glibc's heap (or its mmap threshold) has seen the size
+    mapped = libc.mallinfo2().hblkhd
+    buffer = np.ones(3 * 2**20, dtype=np.float32)
+    mapped = libc.mallinfo2().hblkhd - mapped  # bytes glibc mmapped for it (0: it came from the heap)
+    del buffer
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
         np.ones(3 * 2**20, dtype=np.float32)
     return {
+        "mapped": mapped,
         "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before,
         "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
     }
@@ -166,14 +179,15 @@ def faults_reusing_a_buffer() -> dict:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_workers_reuse_freed_batch_buffers_despite_the_nannys_trim_setting() -> None:
-    pages = 3 * 2**20 * 4 // 4096  # one buffer's pages
+    size, pages = 3 * 2**20 * 4, 3 * 2**20 * 4 // 4096
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as plain, Client(plain) as c:
-        untuned = c.submit(faults_reusing_a_buffer, pure=False).result()
+        untuned = c.submit(where_a_reused_buffer_lives, pure=False).result()
     with connect(ClusterConfig(kind="local", n_workers=1, torch_threads=1)) as client:
-        tuned = client.submit(faults_reusing_a_buffer, pure=False).result()
+        tuned = client.submit(where_a_reused_buffer_lives, pure=False).result()
     assert untuned["trim"] == tuned["trim"] == "65536"  # distributed's nanny sets it on both
-    assert untuned["faults"] > 2 * pages  # every buffer mapped and faulted in afresh (huge pages: fewer)
-    assert tuned["faults"] < pages / 10  # the heap keeps the buffer for the next one
+    assert untuned["mapped"] >= size  # mapped afresh each time (and faulted in: fewer faults with huge pages)
+    assert tuned["mapped"] == 0  # served from the heap, which keeps the freed buffer for the next one
+    assert tuned["faults"] < pages / 10
 
 
 def alive(pid: int) -> bool:
