@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 
 from curator.models.encoder import load_encoder
 from curator.models.hub import ModelNotAvailableError, resolve_model
-from curator.models.weights import CheckpointMismatchError, read_safetensors
+from curator.models.weights import CheckpointMismatchError, read_safetensors, skip_random_init
 
 
 def test_embedded_model_resolves_offline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,3 +82,34 @@ def test_pickle_only_checkpoint_is_refused(tiny_bert: Path, tmp_path: Path) -> N
     torch.save({}, folder / "pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match="pickle checkpoints are not loaded"):
         load_encoder(folder)
+
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+
+
+@pytest.mark.parametrize(
+    ("factory", "config"),
+    [
+        ("AutoModelForSequenceClassification", transformers.BertConfig(**TINY)),
+        ("AutoModelForSequenceClassification", transformers.RobertaConfig(**TINY)),
+        ("AutoModelForSequenceClassification", transformers.XLMRobertaConfig(**TINY)),
+        ("AutoModel", transformers.DebertaV2Config(**TINY, relative_attention=True, position_buckets=16)),
+        ("AutoModelForCausalLM", transformers.LlamaConfig(**TINY, num_key_value_heads=2, vocab_size=64)),
+    ],
+    ids=["bert", "roberta", "xlm-roberta", "deberta-v2", "llama"],
+)
+def test_skipping_random_init_keeps_every_buffer_a_checkpoint_lacks(factory: str, config: object) -> None:
+    """Only saved tensors may be left uninitialised: position ids, token types, rotary frequencies are not."""
+    build = getattr(transformers, factory).from_config
+    reference = build(config)
+    with skip_random_init():
+        skipped = build(config)
+    saved = set(skipped.state_dict())
+    unsaved = {name: b for name, b in skipped.named_buffers() if name not in saved}
+    expected = dict(reference.named_buffers())
+    assert set(dict(skipped.named_parameters())) | set(dict(skipped.named_buffers())) == set(
+        dict(reference.named_parameters())
+    ) | set(expected)
+    assert unsaved  # each of these models keeps some (BERT: position ids, token types; Llama: rotary)
+    for name, buffer in unsaved.items():
+        assert torch.equal(buffer, expected[name]), name

@@ -24,7 +24,7 @@ from transformers import (
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from curator.errors import UserError
-from curator.models.weights import CheckpointFormatError, load_strict, read_safetensors
+from curator.models.weights import CheckpointFormatError, load_strict, read_safetensors, skip_random_init
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -174,7 +174,7 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     """Config → AutoModelForCausalLM (SDPA) on `device` → strict (sharded) safetensors, LoRA merged."""
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    with torch.device(device):
+    with torch.device(device), skip_random_init():
         model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=dtype)
     state = read_safetensors(folder, allow_pickle)
     if adapter is not None:

@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from curator.errors import ConfigError
 from curator.models.hub import ModelNotAvailableError
-from curator.models.weights import load_strict, read_safetensors
+from curator.models.weights import load_strict, read_safetensors, skip_random_init
 
 # Backbones the published classifiers name, keyed in lower case (hub ids are case-insensitive).
 SHIPPED_BACKBONES = {
@@ -86,8 +86,9 @@ def backbone_config(base_model: str) -> PretrainedConfig:
 
 
 def build_backbone(config: PretrainedConfig) -> torch.nn.Module:
-    """The bare encoder from its config alone (random weights, overwritten by the checkpoint)."""
-    return AutoModel.from_config(config)
+    """The bare encoder from its config alone (uninitialised weights: the checkpoint overwrites them)."""
+    with skip_random_init():
+        return AutoModel.from_config(config)
 
 
 class MixinDeberta(torch.nn.Module):

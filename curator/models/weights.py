@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -56,6 +58,22 @@ def read_safetensors(folder: Path, allow_pickle: bool = False) -> dict[str, torc
             f"No model.safetensors (or sharded index) in {folder}; pickle checkpoints are not loaded{hint}."
         )
     return load_file(str(single))
+
+
+@contextlib.contextmanager
+def skip_random_init() -> Iterator[None]:
+    """Build modules without random initialisation: `load_strict` overwrites every saved tensor next.
+
+    `from_config` draws every weight at random first: 1.9 s for MiniLM, 2.5 s for a DeBERTa-v3-base,
+    19 s for a 1B Llama on 2 cores, on every worker start. Buffers that checkpoints do not hold
+    (position ids, rotary frequencies) are still computed by the modules' constructors.
+    """
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers releases that kept it in modeling_utils
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():
+        yield
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str = "") -> None:
