@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -20,12 +24,18 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-from curator.classifiers.sequence import SequenceClassifier
+from curator.classifiers.sequence import SequenceClassifier, build_sequence_model
 from curator.classifiers.zero_shot import ZeroShotClassifier
 from curator.config import InferenceConfig
 from curator.inference.engine import pad_batch, quantize_int8
 from curator.inference.memory import cpu_token_budget
-from curator.models.fast_encoder import FastEncoder, FastSequenceClassifier, fast_sequence_classifier
+from curator.models.fast_encoder import (
+    FastEncoder,
+    FastSequenceClassifier,
+    fast_encoder,
+    fast_sequence_classifier,
+)
+from curator.models.weights import CheckpointMismatchError
 from tests.conftest import DOCS, MINILM, save_tiny_bert
 
 SHAPE = dict(
@@ -67,7 +77,7 @@ def random_model(model_class: type, config: object, seed: int) -> torch.nn.Modul
 )
 def test_logits_equal_hugging_face(model_class: type, config: object) -> None:
     model = random_model(model_class, config, seed=3)
-    fast = fast_sequence_classifier(model)
+    fast = fast_sequence_classifier(model.config, model.state_dict())
     assert isinstance(fast, FastSequenceClassifier)
     input_ids, mask = ragged_batch()
     with torch.inference_mode():
@@ -83,7 +93,7 @@ def test_full_hidden_states_equal_hugging_face_where_tokens_are_real() -> None:
     input_ids, mask = ragged_batch(seed=1)
     with torch.inference_mode():
         expected = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        got = FastEncoder(model)(input_ids, mask)
+        got = fast_encoder(model.config, model.state_dict())(input_ids, mask)
     real = mask.bool()
     torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)
 
@@ -91,7 +101,7 @@ def test_full_hidden_states_equal_hugging_face_where_tokens_are_real() -> None:
 def fast_bert(seed: int, labels: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """A random BERT classifier's fast path and a ragged batch for it."""
     model = random_model(BertForSequenceClassification, BertConfig(**SHAPE, num_labels=labels), seed=seed)
-    return (fast_sequence_classifier(model), *ragged_batch(seed=seed))
+    return (fast_sequence_classifier(model.config, model.state_dict()), *ragged_batch(seed=seed))
 
 
 def test_a_row_does_not_depend_on_its_batch_neighbours() -> None:
@@ -114,12 +124,14 @@ def test_a_row_does_not_depend_on_its_batch_neighbours() -> None:
     ids=["relative-positions", "other-activation", "decoder"],
 )
 def test_unsupported_bert_variants_fall_back(config: BertConfig) -> None:
-    assert fast_sequence_classifier(BertForSequenceClassification(config)) is None
+    model = BertForSequenceClassification(config)
+    assert fast_sequence_classifier(model.config, model.state_dict()) is None
 
 
 def test_deberta_falls_back() -> None:
     config = DebertaV2Config(**SHAPE, num_labels=2, relative_attention=True, pos_att_type=["p2c", "c2p"])
-    assert fast_sequence_classifier(DebertaV2ForSequenceClassification(config)) is None
+    model = DebertaV2ForSequenceClassification(config)
+    assert fast_sequence_classifier(model.config, model.state_dict()) is None
 
 
 def test_int8_quantises_the_fused_projections() -> None:
@@ -155,10 +167,48 @@ def test_classifier_fast_path_equals_hugging_face_path(tiny_classifier: Path) ->
             inference=InferenceConfig(token_budget=300, fast_encoder=fast),
         )
         model, _, _ = clf._runtime()
-        assert (model.fast is not None) is fast
+        assert model.fast is fast
         outputs[fast] = clf.predict(texts)
     assert list(outputs[True]["pred"]) == list(outputs[False]["pred"])
     np.testing.assert_allclose(np.stack(outputs[True]["prob"]), np.stack(outputs[False]["prob"]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda state: state.pop("bert.encoder.layer.1.attention.self.key.bias"), "attention.self.key.bias"),
+        (lambda state: state.update(extra=torch.zeros(2)), "extra"),
+        (lambda state: state.update({"classifier.bias": torch.zeros(7)}), "classifier.bias"),
+    ],
+    ids=["missing", "unexpected", "wrong-shape"],
+)
+def test_a_checkpoint_that_does_not_fit_is_still_refused_by_name(
+    tiny_classifier: Path, tmp_path: Path, edit, named: str
+) -> None:
+    """The fast build never loads a partial checkpoint: the strict loader then refuses it, naming the key."""
+    folder = tmp_path / "edited"
+    shutil.copytree(tiny_classifier, folder)
+    state = load_file(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises((CheckpointMismatchError, RuntimeError), match=named.replace(".", r"\.")):
+        build_sequence_model(folder, fast=True)
+
+
+def test_the_fast_build_never_imports_hugging_faces_modelling_code(tiny_classifier: Path) -> None:
+    """Seconds of every worker's start: transformers' modelling code (and torch._dynamo) stay unimported."""
+    script = f"""
+import sys
+from curator.classifiers.sequence import SequenceClassifier
+clf = SequenceClassifier("c", model={str(tiny_classifier)!r}, pred_column="p", max_length=64)
+model, _, _ = clf._runtime()
+assert model.fast
+print(clf.predict(["a short text", "another one"])["p"])
+heavy = ("transformers.modeling_utils", "transformers.models.bert.modeling_bert", "torch._dynamo")
+print([name for name in heavy if name in sys.modules])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"
 
 
 def test_zero_shot_fast_path_equals_hugging_face_path() -> None:
@@ -195,6 +245,6 @@ def test_real_minilm_tokenizer_and_weights_run_through_the_fast_path(minilm_path
     batch = tokenizer([text for _, text in DOCS], padding="longest", return_tensors="pt")
     with torch.inference_mode():
         expected = model(**batch).last_hidden_state
-        got = FastEncoder(model)(batch["input_ids"], batch["attention_mask"])
+        got = fast_encoder(model.config, model.state_dict())(batch["input_ids"], batch["attention_mask"])
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=1e-4)

@@ -19,8 +19,8 @@ from curator.classifiers.base import DistributedDataClassifier
 from curator.config import ClassifierConfig
 from curator.errors import ConfigError
 from curator.models.encoder import load_tokenizer
-from curator.models.fast_encoder import fast_sequence_classifier
-from curator.models.weights import load_strict, read_safetensors
+from curator.models.fast_encoder import FastSequenceClassifier, fast_sequence_classifier
+from curator.models.weights import load_strict, read_safetensors, skip_random_init
 
 
 def labels_from_config(folder: Path) -> list[str]:
@@ -34,15 +34,15 @@ def labels_from_config(folder: Path) -> list[str]:
 class _Logits(torch.nn.Module):
     """A sequence-classification model's logits: the fast BERT-family path where it applies, else HF's."""
 
-    def __init__(self, model: torch.nn.Module, fast: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.config = model.config
-        self.fast = fast_sequence_classifier(model) if fast else None
-        self.model = None if self.fast is not None else model  # the fast path keeps only what it uses
+        self.model = model
+        self.fast = isinstance(model, FastSequenceClassifier)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.fast is not None:
-            return self.fast(input_ids, attention_mask)
+        if self.fast:
+            return self.model(input_ids, attention_mask)
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
@@ -60,14 +60,21 @@ class _Score(_Logits):
         return self.logits(input_ids, attention_mask).squeeze(-1).float()
 
 
-def build_sequence_model(folder: Path, allow_pickle: bool = False) -> torch.nn.Module:
-    """Config → AutoModelForSequenceClassification (SDPA where supported) → strict safetensors weights."""
+def build_sequence_model(folder: Path, allow_pickle: bool = False, fast: bool = False) -> torch.nn.Module:
+    """Config → the fast BERT-family module if asked and it fits, else AutoModelForSequenceClassification
+    (SDPA where supported) → strict safetensors weights."""
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    try:
-        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
-    except (ValueError, ImportError):  # architectures without SDPA support
-        model = AutoModelForSequenceClassification.from_config(config)
-    load_strict(model, read_safetensors(folder, allow_pickle))
+    state = read_safetensors(folder, allow_pickle)
+    if fast:
+        model = fast_sequence_classifier(config, state, config.dtype or torch.float32)
+        if model is not None:
+            return model
+    with skip_random_init():
+        try:
+            model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+        except (ValueError, ImportError):  # architectures without SDPA support
+            model = AutoModelForSequenceClassification.from_config(config)
+    load_strict(model, state)
     return model.eval()
 
 
@@ -102,8 +109,8 @@ class SequenceClassifier(DistributedDataClassifier):
         return load_tokenizer(self.folder())
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        model = build_sequence_model(self.folder(), self.allow_pickle)
-        return _Softmax(model, self.inference.fast_encoder).to(device)
+        model = build_sequence_model(self.folder(), self.allow_pickle, self.inference.fast_encoder)
+        return _Softmax(model).to(device)
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         return self.label_columns(outputs, self._labels)
@@ -179,8 +186,8 @@ class RegressionClassifier(SequenceClassifier):
         return types
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        model = build_sequence_model(self.folder(), self.allow_pickle)
-        return _Score(model, self.inference.fast_encoder).to(device)
+        model = build_sequence_model(self.folder(), self.allow_pickle, self.inference.fast_encoder)
+        return _Score(model).to(device)
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         scores = outputs.reshape(-1).astype(np.float32)

@@ -14,7 +14,7 @@ from curator.config import ClassifierConfig
 from curator.errors import ConfigError
 from curator.inference.engine import BatchPlan, run_batches, tokenize
 from curator.models.encoder import load_encoder, load_tokenizer
-from curator.models.fast_encoder import FastEncoder, supports_fast_encoder
+from curator.models.fast_encoder import FastEncoder
 from curator.models.hub import resolve_model
 
 
@@ -101,10 +101,7 @@ class ZeroShotClassifier(DistributedDataClassifier):
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
         folder = resolve_model(self.model, self.revision)
-        encoder = load_encoder(folder)
-        if self.inference.fast_encoder and supports_fast_encoder(encoder.config):
-            encoder = FastEncoder(encoder)
-        encoder = encoder.to(device)
+        encoder = load_encoder(folder, fast=self.inference.fast_encoder).to(device)
         model = ZeroShotModel(encoder, torch.zeros(0), self.temperature)
         tokenizer = self.load_tokenizer()
         ids = tokenize(tokenizer, self.label_texts, self.max_length or 256)
