@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from curator.models.encoder import load_encoder
 from curator.models.hub import ModelNotAvailableError, resolve_model
+from curator.models.llm import load_causal_lm
 from curator.models.weights import CheckpointMismatchError, read_safetensors, skip_random_init
 
 
@@ -113,3 +114,22 @@ def test_skipping_random_init_keeps_every_buffer_a_checkpoint_lacks(factory: str
     assert unsaved  # each of these models keeps some (BERT: position ids, token types; Llama: rotary)
     for name, buffer in unsaved.items():
         assert torch.equal(buffer, expected[name]), name
+
+
+def test_tied_embeddings_load_from_the_one_tensor_safetensors_keeps(tmp_path: Path) -> None:
+    """`tie_word_embeddings`: HF saves embed_tokens only; lm_head is that tensor, as in from_pretrained."""
+    config = transformers.LlamaConfig(**TINY, num_key_value_heads=2, vocab_size=64, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "tied")
+    assert "lm_head.weight" not in read_safetensors(tmp_path / "tied")
+    model = load_causal_lm(tmp_path / "tied")
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "tied").eval()
+    ids = torch.tensor([[1, 5, 9, 3, 7]])
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0)
+    state = load_file(tmp_path / "tied" / "model.safetensors")
+    del state["model.embed_tokens.weight"]  # neither name of the tied pair: still an error naming both
+    save_file(state, tmp_path / "tied" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointMismatchError, match=r"missing \['lm_head\.weight', 'model\.embed_tokens"):
+        load_causal_lm(tmp_path / "tied")

@@ -77,12 +77,20 @@ def skip_random_init() -> Iterator[None]:
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str = "") -> None:
-    """Load `state` (keys optionally under `prefix`) into `module`; every key must match exactly."""
+    """Load `state` (keys optionally under `prefix`) into `module`; every key must match exactly.
+
+    Tied parameters (an LLM's lm_head and input embeddings with `tie_word_embeddings`) are tied first,
+    as Hugging Face does, and one saved name for them is enough: safetensors keeps a shared tensor once.
+    """
     if prefix:
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    tie = getattr(module, "tie_weights", None)
+    if callable(tie):  # skip_random_init skips the tying that from_config does
+        tie()
     expected = set(module.state_dict())
     state = {k: v for k, v in state.items() if k in expected or not k.endswith(IGNORABLE_SUFFIXES)}
-    missing = sorted(expected - set(state))
+    aliases = _tied_names(module)
+    missing = sorted(k for k in expected - set(state) if not aliases.get(k, set()) & set(state))
     unexpected = sorted(set(state) - expected)
     if missing or unexpected:
         raise CheckpointMismatchError(
@@ -90,4 +98,12 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix:
             f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}, "
             f"unexpected {unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
         )
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=not aliases)  # the checks above are the strictness
+
+
+def _tied_names(module: torch.nn.Module) -> dict[str, set[str]]:
+    """Each name of a parameter that has several, mapped to its other names."""
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return {n: set(group) - {n} for group in names.values() if len(group) > 1 for n in group}
