@@ -463,9 +463,7 @@ class AegisClassifier(LlamaGuardClassifier):
     def predict(self, texts: list[str], stats: RunStats | None = None) -> dict[str, Any]:
         """Generate a reply per document (sorted, batched, left-padded) and parse it; rows in input order."""
         model, tokenizer, device = self._runtime()
-        if self.max_chars is not None:
-            texts = [t[: self.max_chars] for t in texts]  # cut before wrapping, as upstream
-        prompts = [self.format_text(t) for t in texts]
+        prompts = self.model_texts(texts)
         max_length = self.max_length or DEFAULT_MAX_LENGTH
         ids = tokenize(tokenizer, prompts, max_length)
         self.last_stats = stats = stats if stats is not None else RunStats()

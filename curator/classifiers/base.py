@@ -125,6 +125,12 @@ class DistributedDataClassifier:
         """Wrap a document before tokenising (prompt templates); identity by default."""
         return text
 
+    def model_texts(self, texts: list[str]) -> list[str]:
+        """Documents as the model reads them: cut to `max_chars` first, then wrapped (as upstream)."""
+        if self.max_chars is not None:
+            texts = [t[: self.max_chars] for t in texts]
+        return [self.format_text(t) for t in texts]
+
     def model_key(self) -> Hashable:
         """What identifies this model in the per-worker cache; two different models never share a key."""
         return (type(self).__qualname__, self.name)
@@ -224,9 +230,7 @@ class DistributedDataClassifier:
     def predict(self, texts: list[str], stats: RunStats | None = None) -> dict[str, Any]:
         """Classify texts in memory: the engine's whole path for one partition (costs into `stats`)."""
         model, tokenizer, device = self._runtime()
-        if self.max_chars is not None:
-            texts = [t[: self.max_chars] for t in texts]
-        texts = [self.format_text(t) for t in texts]
+        texts = self.model_texts(texts)
         max_length = self.max_length or min(tokenizer.model_max_length, 512)
         ids = tokenize(tokenizer, texts, max_length)
         prefetch = self.inference.prefetch

@@ -125,10 +125,7 @@ def predict_with_crossfit(clf: DistributedDataClassifier, texts: list[str]) -> d
     import cudf
     import dask_cudf
 
-    if clf.max_chars is not None:
-        texts = [t[: clf.max_chars] for t in texts]
-    texts = [clf.format_text(t) for t in texts]
-    frame = dask_cudf.from_cudf(cudf.DataFrame({clf.text_field: texts}), npartitions=1)
+    frame = dask_cudf.from_cudf(cudf.DataFrame({clf.text_field: clf.model_texts(texts)}), npartitions=1)
     part = crossfit_outputs(frame, clf, max_chars=None).compute(scheduler="sync")
     part = part.sort_index()  # the sorted loader's order undone: rows as given
     return clf.postprocess(_outputs(part))
