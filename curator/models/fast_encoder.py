@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curator.models.weights import IGNORABLE_SUFFIXES
+
 ACTIVATIONS = {
     "gelu": F.gelu,
     "relu": F.relu,
@@ -33,7 +35,6 @@ ACTIVATIONS = {
 }
 ENCODER_TYPES = {"bert", "roberta", "xlm-roberta"}  # absolute positions, post-norm layers, same module names
 INIT_FUNCTIONS = ("kaiming_uniform_", "uniform_", "normal_", "ones_", "zeros_")  # Linear, Embedding, norms
-IGNORED_SUFFIXES = (".position_ids", ".token_type_ids")  # buffers older checkpoints saved
 
 
 class FastEmbeddings(nn.Module):
@@ -179,7 +180,7 @@ def fast_state(state: dict[str, torch.Tensor], prefix: str, into: str) -> dict[s
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        if key.endswith(IGNORED_SUFFIXES):
+        if key.endswith(IGNORABLE_SUFFIXES):
             continue
         if not key.startswith(prefix):
             out[key] = value

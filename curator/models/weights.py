@@ -89,9 +89,9 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], prefix:
         tie()
     expected = set(module.state_dict())
     state = {k: v for k, v in state.items() if k in expected or not k.endswith(IGNORABLE_SUFFIXES)}
-    aliases = _tied_names(module)
-    missing = sorted(k for k in expected - set(state) if not aliases.get(k, set()) & set(state))
-    unexpected = sorted(set(state) - expected)
+    aliases, present = _tied_names(module), set(state)
+    missing = sorted(k for k in expected - present if not aliases.get(k, set()) & present)
+    unexpected = sorted(present - expected)
     if missing or unexpected:
         raise CheckpointMismatchError(
             f"Checkpoint does not match {type(module).__name__}: "
