@@ -25,6 +25,9 @@ class DatasetConfig:
     blocksize: Any = "128MiB"
     files_per_partition: int = 1  # group up to this many small files (together ≤ blocksize) per task
     retries: int = 1  # re-run a task that raised this often before the run fails (worker deaths: Dask's)
+    # Text that is not valid Unicode (undecodable bytes, lone surrogates): quarantine (default) | replace
+    # (each bad code point becomes U+FFFD; the record is classified and counted as repaired)
+    invalid_text: str = "quarantine"
 
 
 @dataclass

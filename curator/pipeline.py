@@ -21,6 +21,7 @@ from typing import Any
 from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifiers
 from curator.cluster import connect
+from curator.columns import HIDDEN_PREFIX, is_working, unescape
 from curator.config import Config
 from curator.errors import ConfigError, UserError
 from curator.filters import build_filter
@@ -28,7 +29,8 @@ from curator.io.files import InputFile, discover
 from curator.io.gpu import partition_reader
 from curator.io.manifest import SUMMARY, Manifest, open_manifest, signature
 from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
-from curator.io.readers import HIDDEN_PREFIX, read_file
+from curator.io.readers import read_file
+from curator.io.schema import plan_schema
 from curator.io.tasks import Work, run_distributed, run_sync
 from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
@@ -55,14 +57,19 @@ def output_path(cfg: Config) -> str:
 
 
 # ---- start-up checks ---------------------------------------------------------------------------
-def check_text_fields(files: Sequence[InputFile], classifiers: Sequence[DistributedDataClassifier]) -> None:
-    """Fail before any work when no input file has a classifier's text field (first records of each)."""
+def check_text_fields(
+    files: Sequence[InputFile], classifiers: Sequence[DistributedDataClassifier]
+) -> list[list[str]]:
+    """Fail before any work when no input file has a classifier's text field (first records of each).
+
+    Returns the columns found in the heads that were read (for the output-column check).
+    """
     columns: list[list[str]] = []
     for field in dict.fromkeys(clf.text_field for clf in classifiers):
         for i, file in enumerate(files):
             if i == len(columns):  # read each file's head at most once, and only as far as needed
-                head = read_file(file, None, "_curator_id", limit=HEAD_ROWS)
-                columns.append([c for c in head.columns if not str(c).startswith(HIDDEN_PREFIX)])
+                head = read_file(file, None, None, limit=HEAD_ROWS)
+                columns.append([unescape(str(c)) for c in head.columns if not is_working(c)])
             if field in columns[i]:
                 break
         else:
@@ -71,6 +78,37 @@ def check_text_fields(files: Sequence[InputFile], classifiers: Sequence[Distribu
                 f"{HEAD_ROWS} records of each); columns found in {files[0].path}: {columns[0]}. "
                 "Set dataset.text_field to the column that holds the text."
             )
+    return columns
+
+
+def check_columns(
+    cfg: Config, classifiers: Sequence[DistributedDataClassifier], found: Sequence[Sequence[str]]
+) -> None:
+    """Output columns may not overwrite an input column, nor use the run's own working-column prefix."""
+    outputs = [c for clf in classifiers for c in clf.output_types()]
+    for key, name in (
+        ("dataset.text_field", cfg.dataset.text_field),
+        ("dataset.id_field", cfg.dataset.id_field),
+    ):
+        if name.startswith(HIDDEN_PREFIX):
+            raise ConfigError(
+                f"{key}={name!r}: names starting with {HIDDEN_PREFIX!r} are reserved for the run."
+            )
+    reserved = [c for c in outputs if c.startswith(HIDDEN_PREFIX)]
+    if reserved:
+        raise ConfigError(f"Output column(s) {reserved}: names starting with {HIDDEN_PREFIX!r} are reserved.")
+    inputs = dict.fromkeys(
+        [cfg.dataset.text_field, cfg.dataset.id_field, *(c for cols in found for c in cols)]
+    )
+    clash = [c for c in outputs if c in inputs]
+    if clash:
+        owners = {c: clf.name for clf in classifiers for c in clf.output_types()}
+        named = ", ".join(f"{c!r} (classifier {owners[c]})" for c in clash)
+        raise ConfigError(
+            f"Output column(s) {named} would overwrite input column(s) of the same name; "
+            f"set another name, e.g. classifier.{owners[clash[0]]}.pred_column=... (input columns: "
+            f"{list(inputs)[:20]})."
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -115,6 +153,7 @@ def run_settings(cfg: Config) -> dict[str, Any]:
             "id_field": cfg.dataset.id_field,
             "format": cfg.dataset.format,
             "blocksize": parse_blocksize(cfg.dataset.blocksize),
+            "invalid_text": cfg.dataset.invalid_text,
         },
     }
 
@@ -122,13 +161,13 @@ def run_settings(cfg: Config) -> dict[str, Any]:
 # ---- the run -----------------------------------------------------------------------------------
 def _entry(part: Part, stats: dict[str, Any]) -> dict[str, Any]:
     """The manifest line of a finished unit: input identity, outputs, counts and label counts."""
-    keep = ("unit", "input", "outputs", *COUNTS, "labels", "lines")
+    keep = ("unit", "input", "outputs", *COUNTS, "repaired", "quarantined_by_stage", "labels", "lines")
     return {**{k: stats.get(k) for k in keep}, "signature": signature(part), "finished": time.time()}
 
 
 def _skipped(entry: dict[str, Any]) -> dict[str, Any]:
     """A unit finished by an earlier run, as this run's report counts it (so totals cover the dataset)."""
-    keep = ("unit", "input", "outputs", *COUNTS, "labels")
+    keep = ("unit", "input", "outputs", *COUNTS, "repaired", "quarantined_by_stage", "labels")
     return {**{k: entry.get(k) for k in keep}, "output": entry["outputs"][0], "status": "skipped"}
 
 
@@ -159,12 +198,22 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)
     flt = build_filter(cfg.filter, classifiers)
     reader = partition_reader(cfg.dataset.backend)  # pandas, or cuDF: fails here without RAPIDS
-    check_text_fields(files, classifiers)
+    check_columns(cfg, classifiers, check_text_fields(files, classifiers))
     manifest = open_manifest(root, run_settings(cfg), cfg.output.mode)
     parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
     todo, done = _prepare(cfg, manifest, parts)
-    target = OutputTarget(root, cfg.output.format, cfg.filter.write_filtered)
-    work = Work(tuple(classifiers), flt, target, cfg.dataset.text_field, cfg.dataset.id_field, reader)
+    outputs = {c: t for clf in classifiers for c, t in clf.output_types().items()}
+    schema = plan_schema(files, cfg.output.format, outputs, cfg.dataset.id_field, cfg.dataset.invalid_text)
+    target = OutputTarget(root, cfg.output.format, cfg.filter.write_filtered, schema)
+    work = Work(
+        tuple(classifiers),
+        flt,
+        target,
+        cfg.dataset.text_field,
+        cfg.dataset.id_field,
+        reader,
+        cfg.dataset.invalid_text,
+    )
     log.info(
         "%d input file(s), %d unit(s): %d done before, %d task(s) to run → %s",
         *(len(files), len(parts), len(done), len(todo), root),

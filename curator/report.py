@@ -12,6 +12,11 @@ from typing import Any
 def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str) -> dict[str, Any]:
     """Totals, label distributions and throughput of a run; read = written + filtered + quarantined."""
     totals = {key: sum(s[key] for s in stats) for key in ("read", "written", "filtered", "quarantined")}
+    totals["repaired"] = sum(s.get("repaired") or 0 for s in stats)  # invalid text replaced with U+FFFD
+    stages: Counter = Counter()
+    for s in stats:
+        stages.update(s.get("quarantined_by_stage") or {})
+    totals["quarantined_by_stage"] = dict(stages)
     labels: dict[str, Counter] = {}
     for s in stats:
         for column, counts in s["labels"].items():

@@ -303,7 +303,7 @@ def test_pipeline_keeps_safe_documents(make_config, rigged: tuple[Path, Path], t
     assert (summary["read"], summary["written"], summary["filtered"]) == (5, 3, 2)
     assert summary["labels"]["aegis_pred"] == {"safe": 3, "O3": 2}
     kept = pd.read_json(tmp_path / "out" / "docs.jsonl", lines=True, dtype=False)
-    dropped = pd.read_json(tmp_path / "out" / "filtered" / "docs.jsonl", lines=True, dtype=False)
+    dropped = pd.read_json(tmp_path / "out" / "_filtered" / "docs.jsonl", lines=True, dtype=False)
     assert list(kept["id"]) == ["d0", "d2", "d4"] and set(kept["aegis_pred"]) == {"safe"}
     assert list(dropped["_aegis_raw_pred"]) == [" unsafe\nO3"] * 2
 

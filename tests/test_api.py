@@ -71,7 +71,7 @@ def test_the_fineweb_seed_example_runs_with_only_imports_changed(
     scores = dict(zip(written["id"], written["fineweb-edu-score"], strict=True))
     for doc in keep:
         assert scores[doc] == pytest.approx(expected[int(doc[1:])], abs=1e-5)
-    quarantine = [json.loads(line) for line in (tmp_path / "edu" / "quarantine" / "two.jsonl").open()]
+    quarantine = [json.loads(line) for line in (tmp_path / "edu" / "_quarantine" / "two.jsonl").open()]
     assert quarantine[0]["reason"].startswith("invalid JSON") and quarantine[0]["line"] == 4
     assert quarantine[1]["reason"] == "text field 'text' is null" and quarantine[1]["record"]["id"] == "b99"
     assert counts["written"] + counts["quarantined"] == len(keep) + 2

@@ -38,7 +38,7 @@ def test_run_py_classifies_filters_and_reports(docs_dir: Path, tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "outputs" / "data" / "tiny" / "zero_shot_domain"
     kept = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("*.parquet")))
-    dropped = pd.concat(pd.read_parquet(p) for p in sorted((out / "filtered").glob("*.parquet")))
+    dropped = pd.concat(pd.read_parquet(p) for p in sorted((out / "_filtered").glob("*.parquet")))
     assert sorted(p.name for p in out.glob("*.parquet")) == ["a.parquet", "b.parquet", "c.parquet"]
     assert sorted(kept["domain_pred"]) == ["Food_and_Drink", "Pets_and_Animals", "Sports"]
     assert (kept["domain_pred"] == kept["gold"]).all() and len(kept) + len(dropped) == len(DOCS)

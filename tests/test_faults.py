@@ -95,7 +95,7 @@ def test_a_worker_killed_mid_task_has_it_rerun_elsewhere(
     large = [distributed.pop(f"large.part{i:04d}.jsonl") for i in range(parts)]  # put back together
     distributed["large.jsonl"] = pd.concat(large, ignore_index=True)
     assert sorted(distributed) == sorted(sync)
-    quarantined = (tmp_path / "out" / "quarantine").glob("large.part*.jsonl")
+    quarantined = (tmp_path / "out" / "_quarantine").glob("large.part*.jsonl")
     assert [json.loads(line)["line"] for p in quarantined for line in p.open()] == [len(DOCS) * 20 + 1]
     for name, frame in sync.items():
         assert distributed[name]["id"].tolist() == frame["id"].tolist(), name

@@ -56,7 +56,7 @@ def test_label_filter_keeps_only_those_labels_and_audits_the_rest(
     )
     summary = pipeline.run(cfg)
     kept = pd.concat(read_outputs(tmp_path / "out").values())
-    dropped = pd.concat(read_outputs(tmp_path / "out" / "filtered").values())
+    dropped = pd.concat(read_outputs(tmp_path / "out" / "_filtered").values())
     assert sorted(kept["domain_pred"]) == ["Real_Estate", "Sports"]
     assert len(dropped) == len(DOCS) - 2 and not dropped["domain_pred"].isin(["Sports", "Real_Estate"]).any()
     assert (summary["written"], summary["filtered"]) == (2, len(DOCS) - 2)
@@ -101,7 +101,7 @@ def test_bad_records_are_quarantined_and_counted(make_config, tmp_path: Path) ->
     (folder / "bad.jsonl").write_bytes(b'{"text": "ok"}\n{"text": nope\n{"text": null}\n{"text": ""}\n')
     summary = pipeline.run(make_config(f"dataset.path={folder}"))
     assert (summary["read"], summary["written"], summary["quarantined"]) == (5, 3, 2)
-    quarantined = [json.loads(line) for line in (tmp_path / "out" / "quarantine" / "bad.jsonl").open()]
+    quarantined = [json.loads(line) for line in (tmp_path / "out" / "_quarantine" / "bad.jsonl").open()]
     assert [q["line"] for q in quarantined] == [2, 3]
     assert quarantined[0]["raw"] == '{"text": nope' and "invalid JSON" in quarantined[0]["reason"]
     assert quarantined[1]["record"]["text"] is None and "null" in quarantined[1]["reason"]
@@ -243,7 +243,8 @@ def test_a_large_file_is_split_into_parts_with_the_same_rows_as_whole(
     assert parts["id"].tolist() == one["id"].tolist() and parts["id"].is_unique and len(parts) == 31
     assert (parts["domain_pred"] == one["domain_pred"]).all()
     assert np.allclose(parts["domain_score"], one["domain_score"], atol=1e-5)
-    quarantined = [json.loads(q) for p in (tmp_path / "out" / "quarantine").glob("*.jsonl") for q in p.open()]
+    folder = tmp_path / "out" / "_quarantine"
+    quarantined = [json.loads(q) for p in folder.glob("*.jsonl") for q in p.open()]
     assert [q["line"] for q in quarantined] == [31] and quarantined[0]["input_file"] == str(path)
     assert (split["read"], split["quarantined"], split["files"], split["parts"]) == (32, 1, 1, len(names))
     assert (whole["read"], whole["quarantined"], whole["parts"]) == (32, 1, 1)
@@ -311,7 +312,7 @@ def test_every_kind_of_bad_record_is_quarantined_and_counted(make_config, tmp_pa
     summary = pipeline.run(make_config(f"dataset.path={folder}", "filter.keep=[Sports]"))
     assert summary["read"] == 12 == summary["written"] + summary["filtered"] + summary["quarantined"]
     assert summary["quarantined"] == 8 and summary["written"] >= 1
-    quarantined = [json.loads(q) for q in (tmp_path / "out" / "quarantine" / "bad.jsonl").open()]
+    quarantined = [json.loads(q) for q in (tmp_path / "out" / "_quarantine" / "bad.jsonl").open()]
     assert all(q["input_file"] == str(path) for q in quarantined)
     by_line = {q["line"]: q["reason"] for q in quarantined}
     assert sorted(by_line) == [2, 3, 4, 6, 7, 8, 9, 10]

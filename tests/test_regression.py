@@ -82,7 +82,7 @@ def test_each_variant_runs_through_the_pipeline_with_the_edu_filter(
     summary = pipeline.run(cfg)
     prefix = variant.replace("_edu", "").replace("_", "-") + "-edu-score"
     kept = pq.read_table(tmp_path / "out" / "docs.parquet")
-    dropped = pq.read_table(tmp_path / "out" / "filtered" / "docs.parquet")
+    dropped = pq.read_table(tmp_path / "out" / "_filtered" / "docs.parquet")
     assert kept.schema == dropped.schema
     assert str(kept.schema.field(prefix).type) == "float"
     assert str(kept.schema.field(f"{prefix}-int").type) == "int16"

@@ -68,7 +68,7 @@ def test_manifest_records_every_unit_after_its_outputs(resume_config, tmp_path: 
     assert sorted(units) == sorted(f["unit"] for f in summary["per_file"]) and len(units) == len(set(units))
     assert any(u.startswith("large.part") for u in units) and "large" not in units
     f1 = next(e for e in entries if e["unit"] == "f1")
-    assert f1["outputs"] == ["f1.jsonl", "quarantine/f1.jsonl"] and (f1["read"], f1["quarantined"]) == (7, 1)
+    assert f1["outputs"] == ["f1.jsonl", "_quarantine/f1.jsonl"] and (f1["read"], f1["quarantined"]) == (7, 1)
     assert f1["signature"]["size"] == (tmp_path / "in" / "f1.jsonl").stat().st_size
     assert all((out / name).exists() for e in entries for name in e["outputs"])
     assert sum(e["read"] for e in entries) == summary["read"] == 4 * 6 + 1 + 30
@@ -100,7 +100,7 @@ def test_an_interrupted_run_resumes_to_exactly_the_clean_output(resume_config, t
     for name in lost[0]["outputs"]:
         (out / name).unlink()
     (out / "f0.jsonl.curator-tmp-0badf00d").write_text('{"half": ')
-    (out / "quarantine" / "f9.jsonl.curator-tmp-12345678").write_text("")
+    (out / "_quarantine" / "f9.jsonl.curator-tmp-12345678").write_text("")
     summary = pipeline.run(resume_config(str(out)))
     assert summary["units"] == {"skipped": len(kept), "done": 2}
     assert snapshot(out) == snapshot(clean)  # byte for byte: no duplicates, no gaps

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from curator.columns import ERROR_COLUMN, STATS_ATTR
 from curator.config import ClassifierConfig, InferenceConfig
 from curator.errors import ConfigError
 from curator.inference import cache
@@ -28,10 +29,8 @@ from curator.inference.engine import (
 from curator.inference.memory import cpu_token_budget, cuda_token_budget
 from curator.models.hub import resolve_model
 
-# Rows the reader marked as bad carry their reason here; they are never classified.
-ERROR_COLUMN = "_curator_error"
-# Per-classifier timing and token counts of a partition, in DataFrame.attrs.
-STATS_ATTR = "curator_classify"
+# Rows the reader marked as bad carry their reason in ERROR_COLUMN; they are never classified.
+# Per-classifier timing and token counts of a partition travel in DataFrame.attrs[STATS_ATTR].
 
 
 # Bins of the score histograms in run reports.

@@ -1,9 +1,16 @@
-"""Read one input file, or one part of it, into a pandas partition; bad records are marked, never dropped."""
+"""Read one input file, or one part of it, into a pandas partition; bad records are marked, never dropped.
+
+Text that is not valid Unicode (undecodable bytes; lone surrogates written as JSON escapes) is marked
+with the reason and its offset by default, its original bytes kept for the quarantine; with
+`invalid_text="replace"` each bad code point becomes U+FFFD and the record is classified and counted.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import re
 from typing import Any
 
 import fsspec
@@ -12,41 +19,110 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curator.classifiers.base import ERROR_COLUMN
+from curator.columns import (
+    ERROR_COLUMN,
+    HIDDEN_PREFIX,
+    LINE_COLUMN,
+    LINES_ATTR,
+    RAW_COLUMN,
+    REPAIRED_ATTR,
+    STAGE_COLUMN,
+    escape,
+)
+from curator.errors import ConfigError
 from curator.io.files import InputFile
 from curator.io.partitions import Part, as_part
 
-RAW_COLUMN = "_curator_raw"  # the raw line of a record that could not be parsed
-LINE_COLUMN = "_curator_line"  # 1-based JSONL line or 0-based Parquet row, for ids and quarantine
-HIDDEN_PREFIX = "_curator_"
-LINES_ATTR = "curator_lines"  # DataFrame.attrs: physical lines a JSONL part spans (recorded for resume)
+__all__ = ["HIDDEN_PREFIX", "LINES_ATTR", "LINE_COLUMN", "RAW_COLUMN", "read_file"]
 
-
-def _parse_line(raw: bytes, text_field: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """A JSON object and None, or None and the reason it is not a usable record."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return None, f"invalid UTF-8: {err}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        return None, f"invalid JSON: {err}"
-    if not isinstance(record, dict):
-        return None, f"not a JSON object: {type(record).__name__}"
-    if text_field is None:  # Python API: the text is checked when a classifier runs
-        return record, None
-    return record, _text_problem(record.get(text_field, _MISSING), text_field)
-
-
+INVALID_TEXT = ("quarantine", "replace")  # dataset.invalid_text
+BOM = b"\xef\xbb\xbf"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _MISSING = object()
 
 
-def _text_problem(value: Any, text_field: str) -> str | None:
+class _NonFinite(ValueError):
+    """A JSON number that is not a finite float64 (1E400, NaN, Infinity): it cannot be written back."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(f"number {text} is out of the float64 range")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise _NonFinite(f"{text} is not a JSON number")
+
+
+def _surrogate_at(value: Any, path: str = "") -> tuple[str, int, str] | None:
+    """(field path, code point offset, the surrogate) of the first lone surrogate in a parsed value."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return (path or "(value)", found.start(), found.group()) if found else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            field = f"{path}.{key}" if path else key
+            hit = _surrogate_at(key, f"{field} (key)") or _surrogate_at(item, field)
+            if hit:
+                return hit
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            hit = _surrogate_at(item, f"{path}[{i}]")
+            if hit:
+                return hit
+    return None
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """The value with every lone surrogate (in keys and strings, at any depth) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    return value
+
+
+def parse_line(
+    raw: bytes, invalid_text: str = "quarantine"
+) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """A JSON object, or None and the reason it is not a usable record; and whether text was repaired."""
+    repaired = False
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if invalid_text != "replace":
+            return None, f"invalid UTF-8 at byte {err.start} of the line: {err.reason}", False
+        line, repaired = raw.decode("utf-8", errors="replace"), True
+    try:
+        record = json.loads(line, parse_float=_finite_float, parse_constant=_no_constant)
+    except json.JSONDecodeError as err:
+        return None, f"invalid JSON: {err}", repaired
+    except _NonFinite as err:
+        return None, f"unrepresentable number: {err}", repaired
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply", repaired
+    if not isinstance(record, dict):
+        return None, f"not a JSON object: {type(record).__name__}", repaired
+    if "\\u" in line or "\\U" in line:  # only a \u escape can carry a lone surrogate into valid UTF-8
+        hit = _surrogate_at(record)
+        if hit and invalid_text == "replace":
+            record, repaired = _replace_surrogates(record), True
+        elif hit:
+            field, offset, char = hit
+            where = f"in field {field!r} at code point {offset}"
+            return None, f"invalid Unicode: lone surrogate U+{ord(char):04X} {where}", repaired
+    return record, None, repaired
+
+
+def text_problem(value: Any, text_field: str) -> str | None:
     """Why a text value cannot be classified, or None when it can."""
     if value is _MISSING:
         return f"missing text field {text_field!r}"
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return f"text field {text_field!r} is null"
     if not isinstance(value, str):
         return f"text field {text_field!r} is {type(value).__name__}, not a string"
@@ -54,18 +130,23 @@ def _text_problem(value: Any, text_field: str) -> str | None:
 
 
 def read_jsonl(
-    spec: InputFile | Part, text_field: str | None, limit: int | None = None, first_line: int = 1
+    spec: InputFile | Part,
+    text_field: str | None,
+    limit: int | None = None,
+    first_line: int = 1,
+    invalid_text: str = "quarantine",
 ) -> pd.DataFrame:
     """Every line of a JSONL file or byte range (plain or compressed) as a row; values keep their JSON types.
 
-    `first_line` is the file line number of the range's first line (1 for a whole file).
+    `first_line` is the file line number of the range's first line (1 for a whole file). Bad lines keep
+    their raw text (or, when it is not UTF-8, their bytes) for the quarantine.
     """
     part = as_part(spec)
     records: list[dict[str, Any]] = []
     errors: list[str | None] = []
-    raws: list[str | None] = []
+    raws: list[str | bytes | None] = []
     lines: list[int] = []
-    spanned = 0
+    spanned = repaired = 0
     with fsspec.open(part.path, "rb", compression="infer") as opened:
         # zstandard's reader has no readline: a buffer gives every decompressor line iteration
         handle = io.BufferedReader(opened) if part.file.compressed else opened
@@ -77,22 +158,38 @@ def read_jsonl(
                 break
             if part.end is not None and position >= part.end:  # the next part's first line
                 break
+            at_start = position == 0
             position += len(raw)
             spanned += 1
+            if at_start and raw.startswith(BOM):  # a byte-order mark opens the file, not the record
+                raw = raw[len(BOM) :]
             if not raw.strip():
                 continue
-            record, problem = _parse_line(raw.rstrip(b"\r\n"), text_field)
-            records.append(record or {})
+            line = raw.rstrip(b"\r\n")
+            record, problem, fixed = parse_line(line, invalid_text)
+            repaired += fixed and record is not None
+            if record is not None and text_field is not None:
+                problem = text_problem(record.get(text_field, _MISSING), text_field)
+            records.append({escape(k): v for k, v in record.items()} if record is not None else {})
             errors.append(problem)
-            raws.append(raw.decode("utf-8", errors="replace").rstrip("\r\n") if record is None else None)
+            raws.append(None if record is not None else _raw_text(line))
             lines.append(number)
-    frame = _finish(_object_frame(records), errors, raws, lines)
+    frame = _finish(object_frame(records), errors, raws, lines)
     frame.attrs[LINES_ATTR] = spanned
+    frame.attrs[REPAIRED_ATTR] = repaired
     return frame
 
 
-def _object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Columns of Python objects exactly as parsed (no int→float promotion for missing values)."""
+def _raw_text(line: bytes) -> str | bytes:
+    """A bad line as text when it is UTF-8 (kept exactly), else its bytes (written base64-encoded)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line
+
+
+def object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Columns of Python objects exactly as parsed (no int→float promotion, no string dtype inference)."""
     columns = dict.fromkeys(key for record in records for key in record)
     data = {}
     for column in columns:
@@ -100,11 +197,13 @@ def _object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         for i, record in enumerate(records):  # item by item: list values must not broadcast
             values[i] = record.get(column)
         data[column] = values
-    return pd.DataFrame(data, index=pd.RangeIndex(len(records)))
+    return pd.DataFrame(data, index=pd.RangeIndex(len(records)), dtype=object)
 
 
-def read_parquet(spec: InputFile | Part, text_field: str | None, limit: int | None = None) -> pd.DataFrame:
-    """A Parquet file (or some of its row groups) as a partition; rows whose text is not a string are bad."""
+def read_parquet(
+    spec: InputFile | Part, text_field: str | None, limit: int | None = None, invalid_text: str = "quarantine"
+) -> pd.DataFrame:
+    """A Parquet file (or some of its row groups) as a partition; columns keep their Arrow types exactly."""
     part = as_part(spec)
     with fsspec.open(part.path, "rb") as handle:
         if part.row_groups is not None and limit is None:
@@ -117,19 +216,54 @@ def read_parquet(spec: InputFile | Part, text_field: str | None, limit: int | No
             table = (
                 pa.Table.from_batches([batch]) if batch is not None else parquet.schema_arrow.empty_table()
             )
-    frame = table.to_pandas()
-    if text_field is None:
-        errors = [None] * len(frame)
-    elif text_field in frame.columns:
-        errors = [_text_problem(v, text_field) for v in frame[text_field].tolist()]
-    else:
-        errors = [f"missing text field {text_field!r}"] * len(frame)
+    table = table.rename_columns([escape(c) for c in table.column_names])
+    table, errors, raws, repaired = _check_utf8(table, invalid_text)
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype)  # exact round trip: maps, decimals, int8 with nulls
+    if text_field is not None:
+        values = frame[text_field].tolist() if text_field in frame.columns else [_MISSING] * len(frame)
+        errors = [e or text_problem(v, text_field) for e, v in zip(errors, values, strict=True)]
     rows = range(part.first_row, part.first_row + len(frame))
-    return _finish(frame, errors, [None] * len(frame), list(rows))
+    frame = _finish(frame, errors, raws, list(rows))
+    frame.attrs[REPAIRED_ATTR] = repaired
+    return frame
+
+
+def _check_utf8(table: pa.Table, invalid_text: str) -> tuple[pa.Table, list, list, int]:
+    """String columns holding invalid UTF-8: rows marked (original bytes kept) or repaired with U+FFFD."""
+    errors: list[str | None] = [None] * table.num_rows
+    raws: list[dict[str, str] | None] = [None] * table.num_rows
+    repaired: set[int] = set()
+    for index, name in enumerate(table.column_names):
+        column = table.column(index)
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            raise ValueError(f"column {name!r} holds invalid UTF-8 inside nested values; repair the file")
+        binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+        values = column.combine_chunks().view(binary).to_pylist()
+        fixed = []
+        for row, value in enumerate(values):
+            try:
+                fixed.append(None if value is None else value.decode("utf-8"))
+                continue
+            except UnicodeDecodeError as err:
+                fixed.append(value.decode("utf-8", errors="replace"))
+                if invalid_text == "replace":
+                    repaired.add(row)
+                elif errors[row] is None:
+                    errors[row] = f"invalid UTF-8 in field {name!r} at byte {err.start}: {err.reason}"
+                if invalid_text != "replace":
+                    raws[row] = {**(raws[row] or {}), name: value}
+        table = table.set_column(index, table.field(index), pa.array(fixed, type=column.type))
+    return table, errors, raws, len(repaired)
 
 
 def _finish(frame: pd.DataFrame, errors: list, raws: list, lines: list) -> pd.DataFrame:
     frame[ERROR_COLUMN] = pd.Series(errors, index=frame.index, dtype=object)
+    frame[STAGE_COLUMN] = pd.Series(["read" if e else None for e in errors], index=frame.index, dtype=object)
     frame[RAW_COLUMN] = pd.Series(raws, index=frame.index, dtype=object)
     frame[LINE_COLUMN] = np.asarray(lines, dtype=np.int64)
     return frame
@@ -138,33 +272,52 @@ def _finish(frame: pd.DataFrame, errors: list, raws: list, lines: list) -> pd.Da
 def read_file(
     spec: InputFile | Part,
     text_field: str | None,
-    id_field: str,
+    id_field: str | None,
     limit: int | None = None,
     first_line: int = 1,
+    invalid_text: str = "quarantine",
 ) -> pd.DataFrame:
-    """One input file or part as a partition, with a stable id column (the input's, else `name:line`).
+    """One input file or part as a partition, with a stable id on every row (the input's, else `name:line`).
 
-    Ids and line numbers are the whole file's, so they do not depend on how a file is split.
+    Ids and line numbers are the whole file's, so they do not depend on how a file is split. With
+    `id_field` None no ids are made (the columns are the file's own).
     """
+    if invalid_text not in INVALID_TEXT:
+        raise ConfigError(f"dataset.invalid_text={invalid_text!r}: choose one of {', '.join(INVALID_TEXT)}.")
     part = as_part(spec)
     if part.format == "jsonl":
-        frame = read_jsonl(part, text_field, limit, first_line)
+        frame = read_jsonl(part, text_field, limit, first_line, invalid_text)
     else:
-        frame = read_parquet(part, text_field, limit)
+        frame = read_parquet(part, text_field, limit, invalid_text)
+    return frame if id_field is None else fill_ids(frame, part.file.stem, escape(id_field))
+
+
+def fill_ids(frame: pd.DataFrame, stem: str, id_field: str) -> pd.DataFrame:
+    """Give every row an id: the input's where it has one, else `<file name>:<line or row>`."""
+    made = pd.Series([f"{stem}:{n}" for n in frame[LINE_COLUMN].tolist()], index=frame.index, dtype=object)
     if id_field not in frame.columns:
-        ids = [f"{part.file.stem}:{n}" for n in frame[LINE_COLUMN].tolist()]
-        frame.insert(0, id_field, pd.Series(ids, index=frame.index, dtype=object))
+        frame.insert(0, id_field, made)
+        return frame
+    ids = frame[id_field]
+    missing = ids.isna().to_numpy()
+    if missing.any():  # records without an id (absent or null) among records that have one
+        values = ids.astype(object).to_numpy(copy=True)
+        values[missing] = made.to_numpy()[missing]
+        frame[id_field] = pd.Series(values, index=frame.index, dtype=object)
     return frame
 
 
 def mark_bad_text(frame: pd.DataFrame, text_field: str) -> pd.DataFrame:
     """Mark rows whose text cannot be classified (missing, null, not a string), keeping earlier reasons."""
     values = frame[text_field].tolist() if text_field in frame.columns else [_MISSING] * len(frame)
-    problems = [_text_problem(v, text_field) for v in values]
+    problems = [text_problem(v, text_field) for v in values]
     frame = frame.copy()
     earlier = frame[ERROR_COLUMN].tolist() if ERROR_COLUMN in frame.columns else [None] * len(frame)
     merged = [e if e is not None else p for e, p in zip(earlier, problems, strict=True)]
     frame[ERROR_COLUMN] = pd.Series(merged, index=frame.index, dtype=object)
+    stages = frame[STAGE_COLUMN].tolist() if STAGE_COLUMN in frame.columns else [None] * len(frame)
+    stages = [s or ("read" if m else None) for s, m in zip(stages, merged, strict=True)]
+    frame[STAGE_COLUMN] = pd.Series(stages, index=frame.index, dtype=object)
     for column, default in ((RAW_COLUMN, None), (LINE_COLUMN, 0)):
         if column not in frame.columns:
             frame[column] = default

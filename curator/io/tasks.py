@@ -13,10 +13,21 @@ import dask
 import pandas as pd
 from distributed import Client, as_completed
 
-from curator.classifiers.base import ERROR_COLUMN, STATS_ATTR, DistributedDataClassifier
+from curator.classifiers.base import DistributedDataClassifier
+from curator.columns import (
+    ERROR_COLUMN,
+    LINES_ATTR,
+    REPAIRED_ATTR,
+    STAGE_COLUMN,
+    STATS_ATTR,
+    data_columns,
+    unescape,
+)
+from curator.errors import ConfigError
 from curator.filters import Filter
+from curator.inference.isolation import classify_isolated
 from curator.io.partitions import Part, count_lines
-from curator.io.readers import LINES_ATTR, mark_bad_text, read_file
+from curator.io.readers import mark_bad_text, read_file
 from curator.io.writers import OutputTarget, write_partition
 
 
@@ -30,6 +41,7 @@ class Work:
     text_field: str
     id_field: str
     reader: Callable[..., pd.DataFrame] = read_file  # dataset.backend's partition reader
+    invalid_text: str = "quarantine"  # dataset.invalid_text
 
 
 def classify_frames(
@@ -39,13 +51,14 @@ def classify_frames(
     its own prediction columns; input columns are never concatenated, so their dtypes stay as read."""
     fields = list(dict.fromkeys(clf.text_field for clf in classifiers))
     texts = pd.concat(
-        [f.reindex(columns=[*fields, ERROR_COLUMN]).astype(object) for f in frames], ignore_index=True
+        [f.reindex(columns=[*fields, ERROR_COLUMN, STAGE_COLUMN]).astype(object) for f in frames],
+        ignore_index=True,
     )
     for field in fields:  # rows a classifier cannot read (its own text field) are quarantined too
         texts = mark_bad_text(texts, field)
     for clf in classifiers:
-        texts = clf.classify_partition(texts)
-    columns = [ERROR_COLUMN, *(c for clf in classifiers for c in clf.output_types())]
+        texts = classify_isolated(clf, texts)
+    columns = [ERROR_COLUMN, STAGE_COLUMN, *(c for clf in classifiers for c in clf.output_types())]
     start = 0
     for i, frame in enumerate(frames):
         stop = start + len(frame)
@@ -56,14 +69,31 @@ def classify_frames(
     return frames
 
 
+def check_columns(frame: pd.DataFrame, part: Part, classifiers: Sequence[DistributedDataClassifier]) -> None:
+    """Refuse a unit whose input has a column a classifier would write (it would be overwritten)."""
+    outputs = {c for clf in classifiers for c in clf.output_types()}
+    clash = sorted(outputs & {unescape(str(c)) for c in data_columns(frame.columns)})
+    if clash:
+        raise ConfigError(
+            f"{part.path} has input column(s) {clash} that a classifier would overwrite; "
+            "give the classifier other column names (e.g. classifier.<name>.pred_column=...)."
+        )
+
+
 def process(parts: list[Part], first_lines: list[int], work: Work) -> list[dict[str, Any]]:
     """Read, classify and write one task's units; return each unit's small counts (never rows)."""
-    frames = [
-        work.reader(part, work.text_field, work.id_field, first_line=first)
-        for part, first in zip(parts, first_lines, strict=True)
-    ]
+    frames = []
+    for part, first in zip(parts, first_lines, strict=True):
+        frame = work.reader(
+            part, work.text_field, work.id_field, first_line=first, invalid_text=work.invalid_text
+        )
+        check_columns(frame, part, work.classifiers)
+        frames.append(frame)
     lines = [frame.attrs.get(LINES_ATTR) for frame in frames]
+    repaired = [frame.attrs.get(REPAIRED_ATTR, 0) for frame in frames]
     frames = classify_frames(frames, work.classifiers)
+    for frame, count in zip(frames, repaired, strict=True):
+        frame.attrs[REPAIRED_ATTR] = count
     stats = []
     for part, frame, spanned in zip(parts, frames, lines, strict=True):
         counts = write_partition(frame, part, work.target, work.flt, work.classifiers)

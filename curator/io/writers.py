@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import decimal
 import json
+import math
 import posixpath
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -16,14 +20,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curator.classifiers.base import ERROR_COLUMN, STATS_ATTR, DistributedDataClassifier
+from curator.classifiers.base import DistributedDataClassifier
+from curator.columns import (
+    ERROR_COLUMN,
+    LINE_COLUMN,
+    RAW_COLUMN,
+    REPAIRED_ATTR,
+    STAGE_COLUMN,
+    STATS_ATTR,
+    data_columns,
+    unescape,
+)
 from curator.filters import Filter
-from curator.io.readers import HIDDEN_PREFIX, LINE_COLUMN, RAW_COLUMN
+from curator.io.schema import as_json_text, infer_field, is_json_text
 
 TMP_MARK = ".curator-tmp-"  # `<output>.curator-tmp-<hex>`: a file being written (removed at the next start)
 JSON_ROWS = 10_000  # JSONL is serialised this many rows at a time (no whole-partition string)
-QUARANTINE = "quarantine"
-FILTERED = "filtered"
+QUARANTINE = "_quarantine"  # `_`: Arrow, pandas and Dask skip it when reading the folder as a dataset
+FILTERED = "_filtered"
 
 
 class Unit(Protocol):
@@ -45,6 +59,7 @@ class OutputTarget:
     path: str
     format: str | None = None
     write_filtered: bool = False
+    schema: pa.Schema | None = None  # the run's Parquet schema (one for every Parquet file of the run)
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -68,64 +83,208 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[IO[b
             fs.rm(tmp)
 
 
-def _visible(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[[c for c in frame.columns if not str(c).startswith(HIDDEN_PREFIX)]]
+def _json_value(value: Any) -> Any:
+    """A value as JSON can hold it: numpy and Arrow scalars, decimals, dates, bytes, nested containers."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value  # NaN from a Parquet input: null, as pandas writes it
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(str(value))  # float32's shortest text, not its double
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")
 
 
-def _write_json_lines(frame: pd.DataFrame, handle: IO[bytes]) -> None:
-    if frame.empty:
-        handle.write(frame.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
-    for start in range(0, len(frame), JSON_ROWS):
-        chunk = frame.iloc[start : start + JSON_ROWS]
-        handle.write(chunk.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
+def _names(frame: pd.DataFrame) -> list[Any]:
+    return data_columns(frame.columns)
 
 
-def write_frame(
-    frame: pd.DataFrame,
-    path: str,
-    fmt: str,
-    types: dict[str, pa.DataType] | None = None,
-    fs: fsspec.AbstractFileSystem | None = None,
-) -> None:
-    """Write rows as JSONL or Parquet; classifier columns get their fixed Arrow types."""
-    fs = fs or fsspec.filesystem("file")
-    frame = _visible(frame).reset_index(drop=True)
-    if fmt == "jsonl":
-        atomic_write(fs, path, lambda handle: _write_json_lines(frame, handle))
-        return
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    for column, kind in (types or {}).items():
-        if column in table.column_names:
-            index = table.column_names.index(column)
-            table = table.set_column(index, pa.field(column, kind), table.column(column).cast(kind))
-    atomic_write(fs, path, lambda handle: pq.write_table(table, handle))
+def _row_values(series: pd.Series) -> list[Any]:
+    """A column's values one per row; float32 stays numpy so it is written by its own shortest text."""
+    if series.dtype == np.float32:
+        return list(series.to_numpy())
+    return series.tolist()
+
+
+def encode_jsonl(frame: pd.DataFrame) -> tuple[list[bytes], dict[int, str]]:
+    """Each row as one JSON line; rows that cannot be written, with the reason, by position."""
+    names = _names(frame)
+    keys = [unescape(str(n)) for n in names]
+    columns = [_row_values(frame[n]) for n in names]
+    lines: list[bytes] = []
+    failed: dict[int, str] = {}
+    for row in range(len(frame)):
+        try:
+            record = {k: _json_value(col[row]) for k, col in zip(keys, columns, strict=True)}
+            text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+            lines.append((text + "\n").encode("utf-8"))
+        except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as err:
+            failed[row] = f"cannot be written as JSONL: {type(err).__name__}: {err}"
+            lines.append(b"")
+    return lines, failed
+
+
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError)
+
+
+def _column_array(name: str, values: list[Any], field: pa.Field | None) -> tuple[pa.Array, dict[int, str]]:
+    """One column as Arrow of its schema type; values that do not fit it, by position."""
+    if field is not None and is_json_text(field):
+        values = [as_json_text(_json_value(v)) for v in values]
+    kind = field.type if field is not None else None
+    if isinstance(values, pa.Array):  # an Arrow-backed input column: cast, row by row only on failure
+        return _cast_array(name, values, kind)
+    try:
+        return pa.array(values, type=kind, from_pandas=True), {}
+    except _ARROW_ERRORS:
+        pass
+    if kind is None:
+        kind = infer_field(name, values).type
+    failed: dict[int, str] = {}
+    kept: list[Any] = []
+    for row, value in enumerate(values):
+        try:
+            pa.array([value], type=kind, from_pandas=True)
+            kept.append(value)
+        except _ARROW_ERRORS as err:
+            what = type(value).__name__
+            failed[row] = f"field {name!r}: {what} value does not fit the run's type {kind}: {err}"
+            kept.append(None)
+    return pa.array(kept, type=kind, from_pandas=True), failed
+
+
+def _cast_array(name: str, values: pa.Array, kind: pa.DataType | None) -> tuple[pa.Array, dict[int, str]]:
+    if kind is None or values.type == kind:
+        return values, {}
+    try:
+        return values.cast(kind), {}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    failed: dict[int, str] = {}
+    kept = []
+    for row in range(len(values)):
+        try:
+            kept.append(values.slice(row, 1).cast(kind))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+            failed[row] = f"field {name!r}: value does not fit the run's type {kind}: {err}"
+            kept.append(pa.nulls(1, type=kind))
+    return pa.concat_arrays(kept) if kept else pa.array([], type=kind), failed
+
+
+def encode_parquet(frame: pd.DataFrame, schema: pa.Schema | None) -> tuple[pa.Table, dict[int, str]]:
+    """Rows as one Arrow table of the run's schema; rows with a value that does not fit, by position."""
+    present = {unescape(str(n)): n for n in _names(frame)}
+    fields = list(schema) if schema is not None else [None] * len(present)
+    names = [f.name for f in schema] if schema is not None else list(present)
+    failed: dict[int, str] = {}
+    arrays = []
+    for name, field in zip(names, fields, strict=True):
+        if name not in present:  # a column this file does not have: all null
+            arrays.append(pa.nulls(len(frame), type=field.type))
+            continue
+        array, bad = _column_array(name, _values(frame[present[name]]), field)
+        arrays.append(array)
+        for row, reason in bad.items():
+            failed.setdefault(row, reason)
+    extra = [n for n in present if n not in set(names)]
+    for name in extra:  # a column the run's schema does not know: rows that have a value cannot be written
+        for row in np.flatnonzero(frame[present[name]].notna().to_numpy()):
+            failed.setdefault(int(row), f"field {name!r} is not in the run's Parquet schema ({SCHEMA_HINT})")
+    if schema is None:
+        return pa.table(dict(zip(names, arrays, strict=True))), failed
+    return pa.Table.from_arrays(arrays, schema=schema), failed
+
+
+SCHEMA_HINT = "decided at start-up from Parquet footers and the first JSONL records of each input"
+
+
+def _values(series: pd.Series) -> Any:
+    """Column values for Arrow: Arrow-backed columns as Arrow, others as Python objects."""
+    if isinstance(series.dtype, pd.ArrowDtype):
+        return pa.array(series)
+    return series.astype(object).tolist() if series.dtype != object else series.tolist()
 
 
 def _quarantine_records(bad: pd.DataFrame, spec: Unit) -> list[dict[str, Any]]:
-    """One JSON record per bad input: where it came from, why, and what it was."""
-    records = json.loads(_visible(bad).to_json(orient="records", default_handler=str))
+    """One JSON record per bad input: where it came from, at which stage, why, and what it was."""
+    names = _names(bad)
+    keys = [unescape(str(n)) for n in names]
+    columns = [bad[n].tolist() for n in names]
     out = []
-    for line, reason, raw, record in zip(
-        bad[LINE_COLUMN].tolist(), bad[ERROR_COLUMN].tolist(), bad[RAW_COLUMN].tolist(), records
+    for row, (line, reason, stage, raw) in enumerate(
+        zip(bad[LINE_COLUMN].tolist(), bad[ERROR_COLUMN].tolist(), _stages(bad), bad[RAW_COLUMN].tolist())
     ):
-        entry: dict[str, Any] = {"input_file": spec.path, "line": int(line), "reason": reason}
-        if raw is not None:
+        entry: dict[str, Any] = {"input_file": spec.path, "line": int(line), "stage": stage, "reason": reason}
+        if isinstance(raw, str):
             entry["raw"] = raw
-        else:
-            entry["record"] = record
+        elif isinstance(raw, (bytes, bytearray)):  # not UTF-8: the original bytes, base64-encoded
+            entry["raw_base64"] = base64.b64encode(bytes(raw)).decode("ascii")
+        if raw is None or isinstance(raw, dict):
+            entry["record"] = {k: _safe_json(col[row]) for k, col in zip(keys, columns, strict=True)}
+        if isinstance(raw, dict):  # Parquet fields that were not UTF-8: their original bytes
+            entry["fields_base64"] = {k: base64.b64encode(v).decode("ascii") for k, v in raw.items()}
         out.append(entry)
     return out
 
 
+def _stages(bad: pd.DataFrame) -> list[str]:
+    stages = bad[STAGE_COLUMN].tolist() if STAGE_COLUMN in bad.columns else [None] * len(bad)
+    return [s or "read" for s in stages]
+
+
+def _safe_json(value: Any) -> Any:
+    """A quarantined value, whatever it is: as JSON where it can be, else its repr (never fails)."""
+    try:
+        converted = _json_value(value)
+        json.dumps(converted, allow_nan=False)
+        return converted
+    except (TypeError, ValueError, OverflowError):
+        return repr(value)
+
+
 def _write_jsonl(handle: IO[bytes], records: list[dict[str, Any]]) -> None:
-    for record in records:
-        handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+    for record in records:  # a stray surrogate becomes its \\u escape: the line stays valid JSON
+        handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
 
 
 def output_names(spec: Unit, target: OutputTarget) -> list[str]:
     """Every relative output name a unit can have (what `overwrite` and a changed input remove)."""
     name = spec.output_name(target.format or spec.format)
     return [name, f"{FILTERED}/{name}", f"{QUARANTINE}/{spec.name}.jsonl"]
+
+
+def _encode(frame: pd.DataFrame, fmt: str, schema: pa.Schema | None) -> tuple[Any, dict[int, str]]:
+    return encode_jsonl(frame) if fmt == "jsonl" else encode_parquet(frame, schema)
+
+
+def _select(payload: Any, fmt: str, mask: np.ndarray) -> Any:
+    if fmt == "jsonl":
+        return [line for line, keep in zip(payload, mask, strict=True) if keep]
+    return payload.filter(pa.array(mask, type=pa.bool_()))
+
+
+def _put(fs: fsspec.AbstractFileSystem, path: str, fmt: str, payload: Any) -> None:
+    """Write encoded rows atomically: JSON lines, or a Arrow table as Parquet (no pandas metadata)."""
+    if fmt == "jsonl":
+        atomic_write(fs, path, lambda handle: handle.writelines(payload))
+    else:
+        table = payload.replace_schema_metadata(None)
+        atomic_write(fs, path, lambda handle: pq.write_table(table, handle))
 
 
 def write_partition(
@@ -135,26 +294,45 @@ def write_partition(
     flt: Filter,
     classifiers: Sequence[DistributedDataClassifier],
 ) -> dict[str, Any]:
-    """Route every row of a classified partition to exactly one place; return the (small) counts."""
+    """Route every row of a classified partition to exactly one place; return the (small) counts.
+
+    Rows are encoded for the output format first: a row with a value the format (or the run's Parquet
+    schema) cannot hold is quarantined at stage `write` with the reason; the others are written.
+    """
     started = time.perf_counter()
     fs = target.fs
-    bad = (
-        frame[ERROR_COLUMN].notna().to_numpy()
-        if ERROR_COLUMN in frame.columns
-        else np.zeros(len(frame), bool)
-    )
-    good = frame[~bad]
-    keep = flt.mask(good) if flt.active else np.ones(len(good), dtype=bool)
+    frame = frame.reset_index(drop=True)
+    if ERROR_COLUMN not in frame.columns:
+        frame[ERROR_COLUMN] = None
     fmt = target.format or spec.format
-    name = spec.output_name(fmt)
     types: dict[str, pa.DataType] = {}
     for clf in classifiers:
         types.update(clf.output_types())
+    good_rows = np.flatnonzero(frame[ERROR_COLUMN].isna().to_numpy())
+    schema = target.schema if fmt == "parquet" else None
+    if fmt == "parquet" and schema is None:  # Python API: this partition's types, classifier columns fixed
+        inferred, _ = encode_parquet(frame.iloc[good_rows], None)
+        fixed = [pa.field(f.name, types[f.name]) if f.name in types else f for f in inferred.schema]
+        schema = pa.schema(fixed)
+    payload, failed = _encode(frame.iloc[good_rows], fmt, schema)
+    if failed:
+        frame = frame.copy()
+        errors, stages = frame[ERROR_COLUMN].to_numpy(copy=True), _stages_all(frame)
+        for position, reason in failed.items():
+            errors[good_rows[position]], stages[good_rows[position]] = reason, "write"
+        frame[ERROR_COLUMN], frame[STAGE_COLUMN] = errors, stages
+    bad = frame[ERROR_COLUMN].notna().to_numpy()
+    writable = np.array([i not in failed for i in range(len(good_rows))], dtype=bool)
+    good = frame[~bad]
+    keep = flt.mask(good) if flt.active else np.ones(len(good), dtype=bool)
+    keep_all = np.zeros(len(good_rows), dtype=bool)
+    keep_all[np.flatnonzero(writable)] = keep
+    name = spec.output_name(fmt)
     outputs = [name]
-    write_frame(good[keep], target.location(name), fmt, types, fs)
+    _put(fs, target.location(name), fmt, _select(payload, fmt, keep_all))
     if target.write_filtered:
         outputs.append(f"{FILTERED}/{name}")
-        write_frame(good[~keep], target.location(outputs[-1]), fmt, types, fs)
+        _put(fs, target.location(outputs[-1]), fmt, _select(payload, fmt, writable & ~keep_all))
     quarantine = target.location(f"{QUARANTINE}/{spec.name}.jsonl")
     if bad.any():
         outputs.append(f"{QUARANTINE}/{spec.name}.jsonl")
@@ -167,6 +345,7 @@ def write_partition(
         for clf in classifiers
         for column in clf.report_columns
     }
+    stages = Counter(_stages(frame[bad]))
     return {
         "unit": spec.name,
         "input": spec.path,
@@ -176,7 +355,15 @@ def write_partition(
         "written": int(keep.sum()),
         "filtered": int((~keep).sum()),
         "quarantined": int(bad.sum()),
+        "quarantined_by_stage": dict(stages),
+        "repaired": int(frame.attrs.get(REPAIRED_ATTR, 0)),
         "labels": labels,
         "classify": dict(frame.attrs.get(STATS_ATTR, {})),
         "write_seconds": time.perf_counter() - started,
     }
+
+
+def _stages_all(frame: pd.DataFrame) -> np.ndarray:
+    if STAGE_COLUMN in frame.columns:
+        return frame[STAGE_COLUMN].to_numpy(dtype=object, copy=True)
+    return np.array([None] * len(frame), dtype=object)

@@ -1,0 +1,141 @@
+"""One Parquet schema per run: input columns as read (footers, or a sample of JSONL records), then the
+classifiers' fixed-type columns. Every Parquet file of the run is cast to it, empty ones included; a
+value that does not fit it is the one record quarantined, never the file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator.columns import data_columns, unescape
+from curator.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 1000  # JSONL records per input file whose values decide the column types
+JSON_TEXT = b"curator.json_text"  # field metadata: the column holds JSON text (Parquet cannot hold it)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
+
+
+def _writable(kind: pa.DataType) -> bool:
+    """False for types Parquet cannot store (a struct with no fields: JSON's {})."""
+    if pa.types.is_struct(kind):
+        return kind.num_fields > 0 and all(_writable(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _writable(kind.value_type)
+    return True
+
+
+def infer_field(name: str, values: Sequence[Any]) -> pa.Field:
+    """A column's type from its parsed JSON values: the most common kind wins (others are quarantined)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return pa.field(name, pa.null())
+    kinds = Counter(_kind(v) for v in present)
+    if len(kinds) > 1:
+        top = kinds.most_common(1)[0][0]
+        present = [v for v in present if _kind(v) == top]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.field(name, pa.int64())  # JSON integers: int64 (a value beyond it is quarantined)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pa.field(name, pa.float64())
+    try:
+        kind = pa.array(present).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        kind = None  # nested values of different shapes: keep them as JSON text
+    if kind is None or not _writable(kind):
+        log.warning("Column %r: Parquet cannot hold its values as they are; it is written as JSON text", name)
+        return pa.field(name, pa.string(), metadata={JSON_TEXT: b"1"})
+    return pa.field(name, kind)
+
+
+def sample_schema(frames: Sequence[Any]) -> pa.Schema:
+    """The schema of JSONL partitions' data columns (unescaped names), from their values."""
+    names = list(dict.fromkeys(c for f in frames for c in data_columns(f.columns)))
+    fields = []
+    for name in names:
+        values = [v for f in frames if name in f.columns for v in f[name].tolist()]
+        fields.append(infer_field(unescape(str(name)), values))
+    return pa.schema(fields)
+
+
+def footer_schema(paths: Sequence[str]) -> pa.Schema:
+    """The unified schema of Parquet inputs, from their footers alone (int64 with double: double)."""
+    schemas = []
+    for path in paths:
+        try:
+            with fsspec.open(path, "rb") as handle:
+                schemas.append(pq.ParquetFile(handle).schema_arrow.remove_metadata())
+        except (OSError, pa.ArrowException) as err:  # the unit fails on its own later, naming the file
+            log.warning("Cannot read the footer of %s (%s): it does not shape the run's schema", path, err)
+    if not schemas:
+        return pa.schema([])
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ConfigError(
+            f"The Parquet inputs have columns of incompatible types ({err}); write JSONL "
+            "(output.format=jsonl) or classify them in separate runs."
+        ) from err
+
+
+def run_schema(inputs: Sequence[pa.Schema], outputs: dict[str, pa.DataType]) -> pa.Schema:
+    """Input columns (every input's, unified) followed by the classifiers' columns."""
+    try:
+        merged = pa.unify_schemas(list(inputs), promote_options="permissive") if inputs else pa.schema([])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ConfigError(f"Input columns have incompatible types across files: {err}") from err
+    return pa.schema([*merged, *(pa.field(name, kind) for name, kind in outputs.items())])
+
+
+def is_json_text(field: pa.Field) -> bool:
+    return bool(field.metadata and field.metadata.get(JSON_TEXT))
+
+
+def as_json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=False)
+
+
+def plan_schema(
+    files: Sequence[Any],
+    out_format: str | None,
+    outputs: dict[str, pa.DataType],
+    id_field: str,
+    invalid_text: str,
+) -> pa.Schema | None:
+    """The run's Parquet schema, when any unit writes Parquet: Parquet footers, then sampled JSONL records."""
+    from curator.columns import ERROR_COLUMN
+    from curator.io.readers import read_file
+
+    written = [f for f in files if (out_format or f.format) == "parquet"]
+    if not written:
+        return None
+    parquet = [f.path for f in written if f.format == "parquet"]
+    inputs = [footer_schema(parquet)] if parquet else []
+    if parquet and id_field not in inputs[0].names:  # ids the reader makes (`name:row`), first as written
+        inputs.insert(0, pa.schema([pa.field(id_field, pa.string())]))
+    frames = []
+    for file in (f for f in written if f.format == "jsonl"):
+        try:
+            frame = read_file(file, None, id_field, limit=SAMPLE_ROWS, invalid_text=invalid_text)
+        except (OSError, EOFError, ValueError) as err:  # a corrupt file fails as its own unit later
+            log.warning("Cannot sample %s (%s): it does not shape the run's schema", file.path, err)
+            continue
+        frames.append(frame[frame[ERROR_COLUMN].isna()])
+    if frames:
+        inputs.append(sample_schema(frames))
+    return run_schema(inputs, outputs)
