@@ -121,6 +121,12 @@ class DocumentDataset:
             unknown = [label for label in filter_by if clf.labels and label not in clf.labels]
             if unknown:
                 raise ConfigError(f"filter_by has unknown label(s) {unknown}; labels are {clf.labels}")
+        clash = [c for c in clf.output_types() if c in self.df.columns]
+        if clash:
+            raise ConfigError(
+                f"{type(clf).__name__} would overwrite input column(s) {clash}; pass other column names "
+                "(e.g. pred_column=...)."
+            )
         with _as_read():
             checked = self.df.map_partitions(
                 mark_bad_text, clf.text_field, meta=mark_bad_text(self.df._meta, clf.text_field)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,24 +40,31 @@ def _writable(kind: pa.DataType) -> bool:
 
 
 def infer_field(name: str, values: Sequence[Any]) -> pa.Field:
-    """A column's type from its parsed JSON values: the most common kind wins (others are quarantined)."""
+    """A column's type from its parsed JSON values (nulls aside).
+
+    One kind of value: its Arrow type (JSON integers int64, or uint64 beyond it; integers with
+    floats float64). Several kinds (1 and "x"), or values Parquet cannot hold ({}): JSON text, so
+    nothing is lost. A later value outside the sample that does not fit is quarantined by the writer.
+    """
     present = [v for v in values if v is not None]
     if not present:
         return pa.field(name, pa.null())
-    kinds = Counter(_kind(v) for v in present)
-    if len(kinds) > 1:
-        top = kinds.most_common(1)[0][0]
-        present = [v for v in present if _kind(v) == top]
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return pa.field(name, pa.int64())  # JSON integers: int64 (a value beyond it is quarantined)
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.field(name, pa.float64())
-    try:
-        kind = pa.array(present).type
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        kind = None  # nested values of different shapes: keep them as JSON text
+    kinds = {_kind(v) for v in present}
+    if kinds == {"number"}:
+        if any(isinstance(v, float) for v in present):
+            return pa.field(name, pa.float64())
+        if all(-(2**63) <= v < 2**63 for v in present):
+            return pa.field(name, pa.int64())
+        if all(0 <= v < 2**64 for v in present):
+            return pa.field(name, pa.uint64())
+    kind = None
+    if len(kinds) == 1:
+        try:
+            kind = pa.array(present).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            kind = None  # nested values of different shapes
     if kind is None or not _writable(kind):
-        log.warning("Column %r: Parquet cannot hold its values as they are; it is written as JSON text", name)
+        log.warning("Column %r: Parquet cannot hold its values as one type; it is written as JSON text", name)
         return pa.field(name, pa.string(), metadata={JSON_TEXT: b"1"})
     return pa.field(name, kind)
 
