@@ -38,6 +38,12 @@ __all__ = ["HIDDEN_PREFIX", "LINES_ATTR", "LINE_COLUMN", "RAW_COLUMN", "read_fil
 INVALID_TEXT = ("quarantine", "replace")  # dataset.invalid_text
 BOM = b"\xef\xbb\xbf"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or the reverse: a lone surrogate
+# (or an escaped backslash before such text: the walk over the parsed record decides).
+_LONE_ESCAPE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 _MISSING = object()
 
 
@@ -54,6 +60,9 @@ def _finite_float(text: str) -> float:
 
 def _no_constant(text: str) -> float:
     raise _NonFinite(f"{text} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
 
 
 def _surrogate_at(value: Any, path: str = "") -> tuple[str, int, str] | None:
@@ -97,8 +106,8 @@ def parse_line(
         if invalid_text != "replace":
             return None, f"invalid UTF-8 at byte {err.start} of the line: {err.reason}", False
         line, repaired = raw.decode("utf-8", errors="replace"), True
-    try:
-        record = json.loads(line, parse_float=_finite_float, parse_constant=_no_constant)
+    try:  # the float hook costs one call per float (cheaper than scanning every line for 1E400)
+        record = _DECODER.decode(line)
     except json.JSONDecodeError as err:
         return None, f"invalid JSON: {err}", repaired
     except _NonFinite as err:
@@ -107,7 +116,7 @@ def parse_line(
         return None, "invalid JSON: nested too deeply", repaired
     if not isinstance(record, dict):
         return None, f"not a JSON object: {type(record).__name__}", repaired
-    if "\\u" in line or "\\U" in line:  # only a \u escape can carry a lone surrogate into valid UTF-8
+    if ("\\ud" in line or "\\uD" in line) and _LONE_ESCAPE.search(line):
         hit = _surrogate_at(record)
         if hit and invalid_text == "replace":
             record, repaired = _replace_surrogates(record), True
@@ -170,7 +179,9 @@ def read_jsonl(
             repaired += fixed and record is not None
             if record is not None and text_field is not None:
                 problem = text_problem(record.get(text_field, _MISSING), text_field)
-            records.append({escape(k): v for k, v in record.items()} if record is not None else {})
+            if record is not None and HIDDEN_PREFIX.encode() in line:  # rename input `_curator_*` keys
+                record = {escape(k): v for k, v in record.items()}
+            records.append(record if record is not None else {})
             errors.append(problem)
             raws.append(None if record is not None else _raw_text(line))
             lines.append(number)
