@@ -226,15 +226,17 @@ def write_mixin_checkpoint(
 
 
 def prompt_task_config(base_model: str) -> dict:
-    """config.json of the prompt task/complexity classifier (heads in the order its code reads them)."""
+    """config.json of the prompt task/complexity classifier (heads in the order its code reads them).
+
+    A fresh dict each call: tests edit it (the shared PROMPT_WEIGHTS once leaked an edit into later tests)."""
     return {
         "base_model": base_model,
         "fc_dropout": 0.2,
         "targets": list(PROMPT_HEADS),
         "target_sizes": dict(PROMPT_HEADS),
         "task_type_map": {str(i): name for i, name in enumerate(TASK_TYPES)},
-        "weights_map": PROMPT_WEIGHTS,
-        "divisor_map": PROMPT_DIVISORS,
+        "weights_map": {target: list(weights) for target, weights in PROMPT_WEIGHTS.items()},
+        "divisor_map": dict(PROMPT_DIVISORS),
     }
 
 

@@ -316,7 +316,7 @@ def test_shipped_configs_name_the_published_models(make_config) -> None:
     assert defensive.model.endswith("Defensive-1.0") and permissive.model.endswith("Permissive-1.0")
     assert defensive.base_model == permissive.base_model == guard.base_model == "meta-llama/LlamaGuard-7b"
     assert guard.adapter == defensive.model and guard.model == "nvidia/instruction-data-guard"
-    assert (defensive.max_chars, defensive.max_length, defensive.batch_size) == (6000, 4096, 64)
+    assert (defensive.max_chars, defensive.max_length, defensive.batch_size) == (6000, None, 64)
     assert cfg.filter.keep == ["safe", "O13"]
 
 

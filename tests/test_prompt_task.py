@@ -324,7 +324,7 @@ def test_config_matches_nemo_curator(make_config) -> None:
         "nvidia/prompt-task-and-complexity-classifier",
     )
     assert (cfg.pred_column, cfg.score_column) == ("task_type_1", COMPLEXITY_COLUMN)
-    assert (cfg.max_length, cfg.max_chars, cfg.batch_size) == (512, 2000, 256)
+    assert (cfg.max_length, cfg.max_chars, cfg.batch_size) == (None, 2000, 256)  # 512, derived
 
 
 def test_heads_out_of_the_published_order_are_refused(prompt_ckpt: Path, tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ from curator.models.weights import load_strict, read_safetensors
 
 LLAMA_GUARD = "meta-llama/LlamaGuard-7b"
 AEGIS_DEFENSIVE = "nvidia/Aegis-AI-Content-Safety-LlamaGuard-Defensive-1.0"
-DEFAULT_MAX_LENGTH = 4096  # Llama Guard's context, NeMo Curator's max_length
+# NeMo Curator's AegisConfig.max_length (its AegisHFModel.max_seq_length returns it, for AEGIS and Instruction
+# Data Guard alike); also Llama Guard's max_position_embeddings.
+NEMO_MAX_LENGTH = 4096
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,10 @@ class LlamaGuardClassifier(DistributedDataClassifier):
 
     def load_tokenizer(self) -> Any:
         return load_llm_tokenizer(self.base_folder())
+
+    def reference_length(self, tokenizer: Any) -> int:
+        """NeMo Curator's fixed limit for both LLM classifiers (not read from the model)."""
+        return NEMO_MAX_LENGTH
 
     def load_llm(self, device: torch.device) -> PreTrainedModel:
         """Llama Guard with the adapter merged: bf16 on CUDA by default, float32 on the CPU."""
@@ -366,7 +372,6 @@ class AegisClassifier(LlamaGuardClassifier):
     ) -> None:
         kwargs.setdefault("pred_column", "aegis_pred")
         kwargs.setdefault("max_chars", 6000)
-        kwargs.setdefault("max_length", DEFAULT_MAX_LENGTH)
         score_column = kwargs.pop("score_column", None)
         super().__init__(name, **kwargs)
         check_generation(name, max_new_tokens, generation, unsafe_threshold)
@@ -464,7 +469,7 @@ class AegisClassifier(LlamaGuardClassifier):
         """Generate a reply per document (sorted, batched, left-padded) and parse it; rows in input order."""
         model, tokenizer, device = self._runtime()
         prompts = self.model_texts(texts)
-        max_length = self.max_length or DEFAULT_MAX_LENGTH
+        max_length = self.token_limit(tokenizer)
         ids = tokenize(tokenizer, prompts, max_length)
         self.last_stats = stats = stats if stats is not None else RunStats()
         if isinstance(model, FastReply):
@@ -520,8 +525,7 @@ class AegisClassifier(LlamaGuardClassifier):
     ) -> np.ndarray:
         """One kind of rows through the engine: sorted, under the budget, each row charged the `prefix`
         it holds a copy of (and attends to) and `max_new_tokens`."""
-        max_length = self.max_length or DEFAULT_MAX_LENGTH
-        plan = self.plan(model, device, max_length, extra=self.max_new_tokens + prefix)
+        plan = self.plan(model, device, self.token_limit(tokenizer), extra=self.max_new_tokens + prefix)
         forward = partial(model, use_prefix=prefix > 0, settle=settle)
         return run_batches(ids, forward, plan, tokenizer.pad_token_id, device, left_pad=True, stats=stats)
 
@@ -635,7 +639,6 @@ class InstructionDataGuardClassifier(LlamaGuardClassifier):
     ) -> None:
         kwargs.setdefault("pred_column", "is_poisoned")
         kwargs["score_column"] = kwargs.get("score_column") or "instruction_data_guard_poisoning_score"
-        kwargs.setdefault("max_length", DEFAULT_MAX_LENGTH)
         super().__init__(name, **kwargs)
         self.model = model
         self.base_model = base_model or LLAMA_GUARD

@@ -28,6 +28,7 @@ from curator.inference.engine import (
 )
 from curator.inference.memory import cpu_token_budget, cuda_token_budget
 from curator.models.hub import resolve_model
+from curator.models.limits import reference_max_length
 
 # Rows the reader marked as bad carry their reason in ERROR_COLUMN; they are never classified.
 # Per-classifier timing and token counts of a partition travel in DataFrame.attrs[STATS_ATTR].
@@ -69,7 +70,8 @@ class DistributedDataClassifier:
         self.prob_column = prob_column
         self.keep_prob = keep_prob
         self.max_chars = max_chars
-        self.max_length = max_length
+        self.max_length = max_length  # a user's override; None: the reference's limit (`token_limit`)
+        self._reference_length: int | None = None
         self.batch_size = batch_size  # a cap on rows per batch; the token budget decides the size
         self.inference = inference or InferenceConfig()
         check_engine(self.inference)
@@ -119,6 +121,24 @@ class DistributedDataClassifier:
         if self.keep_prob and self.prob_column:
             columns[self.prob_column] = list(probs)
         return columns
+
+    def model_config(self) -> Any:
+        """The transformers config of the network that reads the tokens (its `max_position_embeddings`
+        is the reference's fallback limit); None when there is none."""
+        return None
+
+    def reference_length(self, tokenizer: Any) -> int:
+        """Tokens the reference reads: CrossFit's rule (the tokenizer's `model_max_length`, else the
+        backbone's `max_position_embeddings`). Families whose reference differs override this."""
+        return reference_max_length(tokenizer, self.model_config(), self.name)
+
+    def token_limit(self, tokenizer: Any) -> int:
+        """Tokens per document the model reads: `max_length` if set, else the reference's (derived once)."""
+        if self.max_length:
+            return self.max_length
+        if self._reference_length is None:
+            self._reference_length = self.reference_length(tokenizer)
+        return self._reference_length
 
     def format_text(self, text: str) -> str:
         """Wrap a document before tokenising (prompt templates); identity by default."""
@@ -230,7 +250,7 @@ class DistributedDataClassifier:
         """Classify texts in memory: the engine's whole path for one partition (costs into `stats`)."""
         model, tokenizer, device = self._runtime()
         texts = self.model_texts(texts)
-        max_length = self.max_length or min(tokenizer.model_max_length, 512)
+        max_length = self.token_limit(tokenizer)
         ids = tokenize(tokenizer, texts, max_length)
         prefetch = self.inference.prefetch
         plan = BatchPlan(

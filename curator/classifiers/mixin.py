@@ -66,6 +66,11 @@ class DebertaCheckpointClassifier(DistributedDataClassifier):
     def load_tokenizer(self) -> Any:
         return load_tokenizer(self.folder())
 
+    def model_config(self) -> Any:
+        """The backbone's config (CrossFit reads the same `max_position_embeddings`, 512 for DeBERTa-v3,
+        from the checkpoint's own config.json, whose unset key defaults to it)."""
+        return backbone_config(base_model_of(self.folder(), self.base_model))
+
 
 class MixinClassifier(DebertaCheckpointClassifier):
     """Softmax over a mixin checkpoint's head; the backbone is built from its config, never downloaded."""

@@ -108,6 +108,9 @@ class SequenceClassifier(DistributedDataClassifier):
     def load_tokenizer(self) -> Any:
         return load_tokenizer(self.folder())
 
+    def model_config(self) -> Any:
+        return AutoConfig.from_pretrained(self.folder(), local_files_only=True)
+
     def load_model(self, device: torch.device) -> torch.nn.Module:
         model = build_sequence_model(self.folder(), self.allow_pickle, self.inference.fast_encoder)
         return _Softmax(model).to(device)

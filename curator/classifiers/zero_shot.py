@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import AutoConfig
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.config import ClassifierConfig
@@ -16,6 +17,7 @@ from curator.inference.engine import BatchPlan, run_batches, tokenize
 from curator.models.encoder import load_encoder, load_tokenizer
 from curator.models.fast_encoder import FastEncoder
 from curator.models.hub import resolve_model
+from curator.models.limits import sentence_transformers_max_length
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -99,12 +101,20 @@ class ZeroShotClassifier(DistributedDataClassifier):
     def load_tokenizer(self) -> Any:
         return load_tokenizer(resolve_model(self.model, self.revision))
 
+    def model_config(self) -> Any:
+        return AutoConfig.from_pretrained(resolve_model(self.model, self.revision), local_files_only=True)
+
+    def reference_length(self, tokenizer: Any) -> int:
+        """sentence-transformers' limit (256 for all-MiniLM-L6-v2, from sentence_bert_config.json)."""
+        folder = resolve_model(self.model, self.revision)
+        return sentence_transformers_max_length(folder, tokenizer, self.model_config())
+
     def load_model(self, device: torch.device) -> torch.nn.Module:
         folder = resolve_model(self.model, self.revision)
         encoder = load_encoder(folder, fast=self.inference.fast_encoder).to(device)
         model = ZeroShotModel(encoder, torch.zeros(0), self.temperature)
         tokenizer = self.load_tokenizer()
-        ids = tokenize(tokenizer, self.label_texts, self.max_length or 256)
+        ids = tokenize(tokenizer, self.label_texts, self.token_limit(tokenizer))
         embeddings = run_batches(ids, model.embed, BatchPlan(16384, 64), tokenizer.pad_token_id or 0, device)
         model.label_embeddings = torch.from_numpy(embeddings).to(device)
         return model.eval()

@@ -57,7 +57,7 @@ def crossfit_model(clf: DistributedDataClassifier, max_mem_gb: float | None) -> 
             return self._config
 
         def max_seq_length(self) -> int:
-            return clf.max_length or min(self.load_tokenizer().model_max_length, 512)
+            return clf.token_limit(self.load_tokenizer())
 
     return ClassifierModel()
 
