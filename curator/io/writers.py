@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import posixpath
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -18,9 +17,9 @@ import pyarrow.parquet as pq
 
 from curator.classifiers.base import ERROR_COLUMN, STATS_ATTR, DistributedDataClassifier
 from curator.filters import Filter
+from curator.io.lock import temporary_suffix
 from curator.io.readers import HIDDEN_PREFIX, LINE_COLUMN, RAW_COLUMN
 
-TMP_MARK = ".curator-tmp-"  # `<output>.curator-tmp-<hex>`: a file being written (removed at the next start)
 JSON_ROWS = 10_000  # JSONL is serialised this many rows at a time (no whole-partition string)
 QUARANTINE = "quarantine"
 FILTERED = "filtered"
@@ -56,9 +55,13 @@ class OutputTarget:
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary name in the same folder, then rename into place (readers never see half)."""
+    """Write through a temporary name in the same folder, then rename into place (readers never see half).
+
+    The temporary name (`<path>.curator-tmp-<host>-<pid>-<hex>`) says which process writes it, so a
+    clean-up at the next start never removes a file another live process is still writing.
+    """
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    tmp = f"{path}{temporary_suffix()}"
     try:
         with fs.open(tmp, "wb") as handle:
             write(handle)
