@@ -233,7 +233,7 @@ def test_a_second_run_on_the_same_output_stops_at_once_and_the_first_finishes(
 ) -> None:
     folder = tmp_path / "in"
     for i in range(6):
-        write_jsonl(folder / f"part-{i}.jsonl", docs(2500, f"{i}-"))
+        write_jsonl(folder / f"part-{i}.jsonl", docs(4000, f"{i}-"))
     out = tmp_path / "out"
     model = f"classifier.zero_shot_domain.model={tiny_bert}"
     args = [f"dataset.path={folder}", f"output.path={out}", model, "cluster=sync", "quiet=true"]
@@ -254,7 +254,7 @@ def test_a_second_run_on_the_same_output_stops_at_once_and_the_first_finishes(
             os.killpg(first.pid, signal.SIGKILL)
     assert first.returncode == 0, log[-3000:]
     summary = json.loads((out / "_summary.json").read_text())
-    assert summary["read"] == summary["written"] == 6 * 2500 and len(rows(out)) == 6 * 2500
+    assert summary["read"] == summary["written"] == 6 * 4000 and len(rows(out)) == 6 * 4000
     assert not [p for p in out.rglob("*") if TMP_MARK in p.name] and not (out / LOCK).exists()
 
 
