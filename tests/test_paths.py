@@ -20,7 +20,15 @@ from curator import pipeline
 from curator.errors import ConfigError, InputNotFoundError, UserError
 from curator.io.files import discover
 from curator.io.guard import OverlapError
-from curator.io.lock import LOCK, MARKER, TMP_MARK, OutputInUseError, OutputNotWritableError, temporary_suffix
+from curator.io.lock import (
+    HOST,
+    LOCK,
+    MARKER,
+    TMP_MARK,
+    OutputInUseError,
+    OutputNotWritableError,
+    temporary_suffix,
+)
 from curator.io.manifest import remove_temporaries
 from tests.conftest import DOCS, write_jsonl
 from tests.test_resume import _run_py
@@ -184,7 +192,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(config, tmp_path: Pat
     out = tmp_path / "out"
     lock = out / LOCK
     lock.parent.mkdir(parents=True)
-    host = os.uname().nodename
+    host = HOST
     lock.write_text(json.dumps({"host": host, "pid": _dead_pid(), "started": time.time()}))
     with caplog.at_level(logging.WARNING, logger="curator.io.lock"):
         assert pipeline.run(config(tmp_path / "in", out))["written"] == 3

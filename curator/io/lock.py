@@ -159,7 +159,8 @@ def _acquire(fs: fsspec.AbstractFileSystem, path: str, output: str, me: dict[str
             break
         _take_over(fs, path, holder)
     holder = _read(fs, path) or {}
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    started = holder.get("started")
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "an unknown time"
     raise OutputInUseError(
         f"output.path {output!r} is in use by another run (PID {holder.get('pid', '?')} on host "
         f"{holder.get('host', '?')}, since {since}): wait for it to finish, or choose another output.path. "
