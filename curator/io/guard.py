@@ -20,6 +20,11 @@ def _shown(real: tuple[str, str]) -> str:
     return real[1] if real[0] == "file" else f"{real[0]}://{real[1].lstrip('/')}"
 
 
+def _named(given: str, real: tuple[str, str]) -> str:
+    """A path as the user gave it, plus where it really leads when that differs."""
+    return repr(given) if _shown(real) == given else f"{given!r} ({_shown(real)})"
+
+
 def check_overlap(entries: Sequence[str], files: Sequence[InputFile], output: str) -> None:
     """Refuse an output folder equal to, inside or around an input entry, and an input file inside it."""
     out = real_path(output)
@@ -28,12 +33,12 @@ def check_overlap(entries: Sequence[str], files: Sequence[InputFile], output: st
         if inside(out, root):
             where = "is" if out == root else "is inside"
             raise OverlapError(
-                f"output.path {output!r} ({_shown(out)}) {where} the input {entry!r} ({_shown(root)}): "
+                f"output.path {_named(output, out)} {where} the input {_named(entry, root)}: "
                 "a run must never write where it reads. Choose an output.path outside the inputs."
             )
         if inside(root, out):
             raise OverlapError(
-                f"The input {entry!r} ({_shown(root)}) is inside output.path {output!r} ({_shown(out)}): "
+                f"The input {_named(entry, root)} is inside output.path {_named(output, out)}: "
                 "a run must never read its own outputs. Choose another output.path."
             )
     for file in files:  # a link inside an input folder can still lead into the output folder
