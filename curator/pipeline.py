@@ -25,8 +25,10 @@ from curator.columns import HIDDEN_PREFIX, is_working, unescape
 from curator.config import Config
 from curator.errors import ConfigError, UserError
 from curator.filters import build_filter
-from curator.io.files import InputFile, discover
+from curator.io.files import InputFile, discover, expand_entries
 from curator.io.gpu import partition_reader
+from curator.io.guard import check_names, check_overlap
+from curator.io.lock import own_output
 from curator.io.manifest import SUMMARY, Manifest, open_manifest, signature
 from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import read_file
@@ -60,25 +62,30 @@ def output_path(cfg: Config) -> str:
 def check_text_fields(
     files: Sequence[InputFile], classifiers: Sequence[DistributedDataClassifier]
 ) -> list[list[str]]:
-    """Fail before any work when no input file has a classifier's text field (first records of each).
+    """Fail before any work when no readable input file has a classifier's text field (first records of each).
 
-    Returns the columns found in the heads that were read (for the output-column check).
+    A file whose head cannot be read (a corrupt archive) is skipped with a warning: its unit fails or
+    quarantines later, on its own, and the other files still decide. Returns the columns found in the
+    heads that were read (for the output-column check).
     """
-    columns: list[list[str]] = []
+    columns: list[list[str] | None] = []
     for field in dict.fromkeys(clf.text_field for clf in classifiers):
         for i, file in enumerate(files):
             if i == len(columns):  # read each file's head at most once, and only as far as needed
-                head = read_file(file, None, None, limit=HEAD_ROWS)
-                columns.append([unescape(str(c)) for c in head.columns if not is_working(c)])
-            if field in columns[i]:
+                columns.append(_head_columns(file))
+            if field in (columns[i] or []):
                 break
         else:
+            readable = [(f.path, c) for f, c in zip(files, columns, strict=False) if c is not None]
+            found = (
+                f"columns found in {readable[0][0]}: {readable[0][1]}" if readable else "none could be read"
+            )
             raise ConfigError(
                 f"Text field {field!r} is not in any of the {len(files)} input file(s) (first "
-                f"{HEAD_ROWS} records of each); columns found in {files[0].path}: {columns[0]}. "
+                f"{HEAD_ROWS} records of each); {found}. "
                 "Set dataset.text_field to the column that holds the text."
             )
-    return columns
+    return [c for c in columns if c is not None]
 
 
 def check_columns(
@@ -109,6 +116,21 @@ def check_columns(
             f"set another name, e.g. classifier.{owners[clash[0]]}.pred_column=... (input columns: "
             f"{list(inputs)[:20]})."
         )
+
+
+def _head_columns(file: InputFile) -> list[str] | None:
+    """The columns of a file's first records, or None (with a warning) when they cannot be read."""
+    try:
+        head = read_file(file, None, None, limit=HEAD_ROWS)
+    except Exception as err:  # zlib.error, EOFError, ArrowInvalid, ZstdError...: any unreadable head
+        log.warning(
+            "Cannot read the first records of %s (%s: %s); skipped in the start-up check",
+            file.path,
+            type(err).__name__,
+            err,
+        )
+        return None
+    return [unescape(str(c)) for c in head.columns if not is_working(c)]
 
 
 def _plain(value: Any) -> Any:
@@ -194,17 +216,19 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     """Classify, filter and write a dataset as configured (resuming a killed run); return the summary."""
     started = time.perf_counter()
     root = output_path(cfg)
-    files = discover(cfg.dataset.path, cfg.dataset.format, exclude=root)
+    entries = expand_entries(cfg.dataset.path)
+    check_overlap(entries, [], root)  # before listing: the output folder must not even be listed
+    files = discover(entries, cfg.dataset.format)
+    check_overlap(entries, files, root)  # links that lead into the output folder
     classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)
     flt = build_filter(cfg.filter, classifiers)
     reader = partition_reader(cfg.dataset.backend)  # pandas, or cuDF: fails here without RAPIDS
     check_columns(cfg, classifiers, check_text_fields(files, classifiers))
-    manifest = open_manifest(root, run_settings(cfg), cfg.output.mode)
     parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
-    todo, done = _prepare(cfg, manifest, parts)
     outputs = {c: t for clf in classifiers for c, t in clf.output_types().items()}
     schema = plan_schema(files, cfg.output.format, outputs, cfg.dataset.id_field, cfg.dataset.invalid_text)
     target = OutputTarget(root, cfg.output.format, cfg.filter.write_filtered, schema)
+    check_names(parts, target)
     work = Work(
         tuple(classifiers),
         flt,
@@ -214,6 +238,22 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         reader,
         cfg.dataset.invalid_text,
     )
+    with own_output(root):  # marker + lock: a second run on this folder stops here
+        manifest = open_manifest(root, run_settings(cfg), cfg.output.mode)
+        return _process(cfg, run_dir, started, (files, parts), manifest, work)
+
+
+def _process(
+    cfg: Config,
+    run_dir: str | None,
+    started: float,
+    inputs: tuple[list[InputFile], list[Part]],
+    manifest: Manifest,
+    work: Work,
+) -> dict[str, Any]:
+    """Run the tasks the manifest does not list yet (holding the output folder), record each, report."""
+    (files, parts), root = inputs, output_path(cfg)
+    todo, done = _prepare(cfg, manifest, parts)
     log.info(
         "%d input file(s), %d unit(s): %d done before, %d task(s) to run → %s",
         *(len(files), len(parts), len(done), len(todo), root),

@@ -125,12 +125,19 @@ def test_file_list_names_files_folders_and_globs(tmp_path: Path) -> None:
         discover(f"@{tmp_path / 'nope.txt'}")
 
 
-def test_discover_local_urls_memory_filesystem_and_output_exclusion(tmp_path: Path) -> None:
+def test_discover_local_urls_memory_filesystem_and_earlier_run_folders(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "a"}])
-    write_jsonl(tmp_path / "in" / "out" / "a.jsonl", [{"text": "classified"}])  # an earlier run's output
+    run = tmp_path / "in" / "out"  # an earlier run's output folder, known by its marker and manifest
+    write_jsonl(run / "a.jsonl", [{"text": "classified"}])
+    write_jsonl(run / "quarantine" / "a.jsonl", [{"reason": "invalid JSON"}])
+    write_jsonl(run / ".curator" / "manifest.jsonl", [{"manifest": 1}, {"unit": "a", "outputs": ["a.jsonl"]}])
+    (run / ".curator" / "output.json").write_text("{}")
     write_jsonl(tmp_path / "in" / ".hidden" / "x.jsonl", [{"text": "x"}])
-    found = discover(f"file://{tmp_path / 'in'}", exclude=str(tmp_path / "in" / "out"))
-    assert [(f.stem, f.path) for f in found] == [("a", str(tmp_path / "in" / "a.jsonl"))]
+    found = discover(f"file://{tmp_path / 'in'}")
+    assert [(f.stem, f.path) for f in found] == [
+        ("a", str(tmp_path / "in" / "a.jsonl")),
+        ("out/a", str(run / "a.jsonl")),  # its data; never its quarantine, manifest or marker
+    ]
 
     fs = fsspec.filesystem("memory")
     fs.pipe("/h6-io/sub/b.jsonl", b'{"text": "b"}\n')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import posixpath
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,10 @@ import fsspec
 from fsspec.utils import infer_compression
 
 from curator.errors import ConfigError, InputNotFoundError
+from curator.io.lock import LOCK, MANIFEST, MARKER, data_outputs
+from curator.io.paths import is_local, real_path
+
+log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -71,16 +76,18 @@ def modified(info: dict[str, Any]) -> str:
 
 def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """What fsspec.open needs to find `path` again: plain for local files, a URL otherwise."""
-    return path if _is_local(fs) else fs.unstrip_protocol(path)
-
-
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
 def _hidden(relative: str) -> bool:
     """Names starting with . or _ (and everything below such folders) are not inputs."""
     return any(part.startswith((".", "_")) for part in relative.split("/"))
+
+
+def entry_root(entry: str) -> str:
+    """The file or folder an entry covers (a glob: the folder above its first wildcard), as a URL."""
+    fs, path = fsspec.core.url_to_fs(entry)
+    return _url(fs, _static_prefix(path) if glob.has_magic(path) else path.rstrip("/") or "/")
 
 
 def _static_prefix(pattern: str) -> str:
@@ -97,7 +104,14 @@ def _read_list(entry: str) -> list[str]:
         raise InputNotFoundError(f"dataset.path: file list {url!r} does not exist.")
     folder = posixpath.dirname(path)
     entries = []
-    for line in fs.cat_file(path).decode("utf-8").splitlines():
+    try:
+        text = fs.cat_file(path).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"dataset.path: file list {url!r} is not UTF-8 text ({err.reason} at byte {err.start}); "
+            "save it as UTF-8, one path per line."
+        ) from err
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -108,25 +122,25 @@ def _read_list(entry: str) -> list[str]:
     return entries
 
 
-def _expand(entry: str, exclude: str | None, fmt: str | None) -> list[tuple[str, str, dict[str, Any]]]:
+def _expand(entry: str, fmt: str | None) -> list[tuple[str, str, dict[str, Any]]]:
     """(url, name relative to its root, fsspec info) of every file an entry names, in a stable order.
 
     A folder contributes its JSONL and Parquet files (any file when `fmt` is set) except hidden ones
-    (a name below it starting with . or _); a glob, every file it matches.
+    (a name below it starting with . or _) and, inside an earlier run's output folder (known by its
+    marker), all but that run's data files; a glob, every file it matches. Only regular files are
+    read: FIFOs, sockets, devices, broken symlinks and symlink loops are skipped with a warning.
     """
     fs, path = fsspec.core.url_to_fs(entry)
-    skip = _excluded(fs, exclude)
     folder = False
     if glob.has_magic(path):
         root = _static_prefix(path)
-        matches = fs.glob(path, detail=True)
-        files = {p: i for p, i in matches.items() if i.get("type") == "file"}
+        files = fs.glob(path, detail=True)
     elif fs.isdir(path):
         root, folder = path.rstrip("/"), True
-        files = fs.find(path, detail=True)
+        files = _outside_run_folders(fs, fs.find(path, detail=True))
         if fmt is None:
             files = {p: i for p, i in files.items() if detect_format(p)}
-    elif fs.isfile(path):
+    elif fs.exists(path) or fs.lexists(path):
         root = posixpath.dirname(path)
         files = {path: fs.info(path)}
     else:
@@ -134,30 +148,68 @@ def _expand(entry: str, exclude: str | None, fmt: str | None) -> list[tuple[str,
     found = []
     for file in sorted(files):
         relative = posixpath.relpath(file, root) if root else file.lstrip("/")
-        if skip and (file == skip or file.startswith(skip + "/")):
-            continue
         if folder and _hidden(relative):  # names a glob or list gives are read whatever they are
             continue
-        found.append((_url(fs, file), relative, files[file]))
+        info = _followed(fs, file, files[file])
+        if info.get("type") == "directory":
+            if info.get("islink"):
+                log.warning("Skipping %s: a link to a folder (not followed; name it in dataset.path)", file)
+            continue
+        if info.get("type") != "file":
+            log.warning("Skipping %s: not a regular file (FIFO, socket, device, broken link or loop)", file)
+            continue
+        found.append((_url(fs, file), relative, info))
     return found
 
 
-def _excluded(fs: fsspec.AbstractFileSystem, exclude: str | None) -> str | None:
-    """The output folder as a path on `fs` (so a rerun never reads its own outputs), if on the same fs."""
-    if not exclude:
-        return None
-    out_fs, out_path = fsspec.core.url_to_fs(exclude)
-    return out_path.rstrip("/") if out_fs.protocol == fs.protocol else None
+def _followed(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) -> dict[str, Any]:
+    """fsspec's info with a symlink followed (listings describe the link itself as type "other")."""
+    if not info.get("islink"):
+        return info
+    try:
+        return fs.info(path)
+    except OSError:  # dangling or a loop
+        return {**info, "type": "other"}
 
 
-def discover(path: str | list[str], fmt: str | None = None, exclude: str | None = None) -> list[InputFile]:
-    """Expand files, folders (recursively), globs and @file-lists into input files, in a stable order."""
+def _outside_run_folders(fs: fsspec.AbstractFileSystem, files: dict[str, Any]) -> dict[str, Any]:
+    """Drop what an earlier run's output folder holds besides its data (quarantine, filtered, manifest)."""
+    marks = (MARKER, MANIFEST, LOCK)
+    runs = {p[: -len(m) - 1] for p in files for m in marks if p.endswith("/" + m)}
+    for run in sorted(runs):
+        keep = {posixpath.join(run, name) for name in data_outputs(fs, run)}
+        log.info("%s is an earlier run's output folder: reading only its %d data file(s)", run, len(keep))
+        files = {p: i for p, i in files.items() if not p.startswith(run + "/") or p in keep}
+    return files
+
+
+def expand_entries(path: str | list[str]) -> list[str]:
+    """dataset.path as a list of files, folders and globs (each @file-list replaced by its lines)."""
     entries = [path] if isinstance(path, str) else list(path)
     expanded: list[str] = []
     for entry in entries:
         entry = str(entry)
         expanded.extend(_read_list(entry) if entry.startswith(LIST_PREFIX) else [entry])
-    found = [f for entry in expanded for f in _expand(entry, exclude, fmt)]
+    return expanded
+
+
+def _distinct(found: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The first of files that resolve to the same real file (overlapping entries, links): read once."""
+    seen: dict[tuple[str, str], str] = {}
+    kept = []
+    for item in found:
+        real = real_path(item[0])
+        if real in seen:
+            log.info("Reading %s once: %s is the same file", seen[real], item[0])
+            continue
+        seen[real] = item[0]
+        kept.append(item)
+    return kept
+
+
+def discover(path: str | list[str], fmt: str | None = None) -> list[InputFile]:
+    """Expand files, folders (recursively), globs and @file-lists into input files, in a stable order."""
+    found = _distinct([f for entry in expand_entries(path) for f in _expand(entry, fmt)])
     if not found:
         raise InputNotFoundError(f"dataset.path: no JSONL or Parquet files found under {path!r}.")
     inputs: list[InputFile] = []

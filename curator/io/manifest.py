@@ -16,12 +16,12 @@ from typing import Any
 import fsspec
 
 from curator.errors import ConfigError
+from curator.io.lock import MANIFEST, TMP_MARK, live_temporary
 from curator.io.partitions import Part
-from curator.io.writers import TMP_MARK, atomic_write
+from curator.io.writers import atomic_write
 
 log = logging.getLogger(__name__)
 
-MANIFEST = ".curator/manifest.jsonl"  # hidden: globs such as out/*.jsonl see only the data
 SUMMARY = "_summary.json"  # beside the outputs; `_` keeps it out of Arrow/Dask dataset reads
 VERSION = 1
 MODES = ("resume", "overwrite", "error")
@@ -162,10 +162,15 @@ def open_manifest(output: str, settings: dict[str, Any], mode: str) -> Manifest:
 
 
 def remove_temporaries(fs: fsspec.AbstractFileSystem, root: str) -> int:
-    """Delete half-written files a killed run left behind (`*.curator-tmp-*`); return how many."""
+    """Delete half-written files killed runs left behind (`*.curator-tmp-*`); return how many.
+
+    Called while holding the output folder's lock; a file another live process on this host is still
+    writing is left alone all the same.
+    """
     if not fs.isdir(root):
         return 0
-    stale = [p for p in fs.find(root) if TMP_MARK in posixpath.basename(p)]
+    names = [p for p in fs.find(root) if TMP_MARK in posixpath.basename(p)]
+    stale = [p for p in names if not live_temporary(posixpath.basename(p))]
     for path in stale:
         fs.rm(path)
     if stale:

@@ -8,7 +8,6 @@ import json
 import math
 import posixpath
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,9 +31,9 @@ from curator.columns import (
     unescape,
 )
 from curator.filters import Filter
+from curator.io.lock import temporary_suffix
 from curator.io.schema import as_json_text, infer_field, is_json_text
 
-TMP_MARK = ".curator-tmp-"  # `<output>.curator-tmp-<hex>`: a file being written (removed at the next start)
 JSON_ROWS = 10_000  # JSONL is serialised this many rows at a time (no whole-partition string)
 QUARANTINE = "_quarantine"  # `_`: Arrow, pandas and Dask skip it when reading the folder as a dataset
 FILTERED = "_filtered"
@@ -71,9 +70,13 @@ class OutputTarget:
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary name in the same folder, then rename into place (readers never see half)."""
+    """Write through a temporary name in the same folder, then rename into place (readers never see half).
+
+    The temporary name (`<path>.curator-tmp-<host>-<pid>-<hex>`) says which process writes it, so a
+    clean-up at the next start never removes a file another live process is still writing.
+    """
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    tmp = f"{path}{temporary_suffix()}"
     try:
         with fs.open(tmp, "wb") as handle:
             write(handle)

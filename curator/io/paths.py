@@ -1,0 +1,29 @@
+"""Paths compared as the filesystem sees them: symlinks resolved locally, normalised on other filesystems."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+import fsspec
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """True for the local filesystem (the only one with symlinks, PIDs and exclusive creates we can trust)."""
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def real_path(url: str) -> tuple[str, str]:
+    """(filesystem, path) of a URL with symlinks followed (local) or `.`/`..`/`//` removed (fsspec URLs)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if is_local(fs):
+        return "file", os.path.realpath(os.path.expanduser(path))
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol, posixpath.normpath("/" + path.strip("/"))
+
+
+def inside(path: tuple[str, str], folder: tuple[str, str]) -> bool:
+    """True when `path` is `folder` or below it, on the same filesystem (both from real_path)."""
+    if path[0] != folder[0]:
+        return False
+    return path[1] == folder[1] or path[1].startswith(folder[1].rstrip("/") + "/")

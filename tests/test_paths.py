@@ -1,0 +1,319 @@
+"""Inputs and outputs never overlap: real folders, links, FIFOs, locks and second processes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pytest
+
+from curator import pipeline
+from curator.errors import ConfigError, InputNotFoundError, UserError
+from curator.io.files import discover
+from curator.io.guard import OverlapError
+from curator.io.lock import (
+    HOST,
+    LOCK,
+    MARKER,
+    TMP_MARK,
+    OutputInUseError,
+    OutputNotWritableError,
+    temporary_suffix,
+)
+from curator.io.manifest import remove_temporaries
+from tests.conftest import DOCS, write_jsonl
+from tests.test_resume import _run_py
+
+
+def docs(n: int, tag: str) -> list[dict]:
+    return [{"text": f"{DOCS[i % 6][1]} <{tag}{i}>"} for i in range(n)]
+
+
+def rows(folder: Path, pattern: str = "*.jsonl") -> pd.DataFrame:
+    """Every data row written in an output folder (not its quarantine or filtered rows)."""
+    paths = [p for p in sorted(folder.glob(pattern)) if ".curator" not in p.parts and p.stat().st_size]
+    found = [pd.read_json(p, lines=True) for p in paths]
+    return pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+
+
+@pytest.fixture()
+def config(make_config, tiny_bert: Path):
+    """A config over `path` writing to `out`, with the tiny model (synchronous cluster)."""
+
+    def make(path: str | Path, out: str | Path, *extra: str):
+        model = f"classifier.zero_shot_domain.model={tiny_bert}"
+        return make_config(f"dataset.path={path}", f"output.path={out}", model, *extra)
+
+    return make
+
+
+# ---- output names never collide ------------------------------------------------------------------
+def test_a_split_part_name_equal_to_another_input_is_refused_before_any_work(config, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs(40, "a"))
+    write_jsonl(tmp_path / "in" / "a.part0001.jsonl", docs(2, "p"))
+    with pytest.raises(ConfigError, match=r"a\.jsonl.*part a\.part0001.*a\.part0001\.jsonl.*blocksize"):
+        pipeline.run(config(tmp_path / "in", tmp_path / "out", "dataset.blocksize=1000"))
+    assert not (tmp_path / "out").exists()
+    summary = pipeline.run(config(tmp_path / "in", tmp_path / "out", "dataset.blocksize=null"))
+    assert summary["read"] == summary["written"] == 42  # whole files: two names, nothing lost
+
+
+def test_a_data_name_equal_to_a_quarantine_name_is_refused(config, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "x.jsonl", docs(2, "x"))
+    write_jsonl(tmp_path / "in" / "_quarantine" / "x.jsonl", docs(2, "q"))  # data named like x's quarantine
+    pattern = str(tmp_path / "in" / "**" / "*.jsonl")  # a glob reads names a folder listing would skip
+    with pytest.raises(ConfigError, match=r"_quarantine/x\.jsonl.*would both write '_quarantine/x\.jsonl'"):
+        pipeline.run(config(pattern, tmp_path / "out"))
+
+
+# ---- the run's own folders are known by a marker, never by name ----------------------------------
+def test_a_user_quarantine_folder_is_data_and_chained_runs_read_only_data(config, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs(6, "a"))
+    with (tmp_path / "in" / "a.jsonl").open("ab") as handle:
+        handle.write(b'{"text": broken\n')
+    write_jsonl(tmp_path / "in" / "quarantine" / "q.jsonl", docs(4, "q"))
+    write_jsonl(tmp_path / "in" / "filtered" / "f.jsonl", docs(3, "f"))
+    one = tmp_path / "one"
+    first = pipeline.run(config(tmp_path / "in", one, "filter.write_filtered=true"))
+    assert (first["read"], first["written"], first["quarantined"]) == (14, 13, 1)
+    assert (one / MARKER).is_file() and (one / "_filtered" / "a.jsonl").exists()
+    users = pd.read_json(one / "quarantine" / "q.jsonl", lines=True)  # the user's folder: classified data
+    assert len(users) == 4 and users["domain_pred"].notna().all()
+    # The first run's output folder as the next run's input: only its data files, never its own
+    # quarantine (a's bad line) or filtered files, manifest or summary.
+    assert sorted(f.stem for f in discover(str(one))) == ["a", "filtered/f", "quarantine/q"]
+    renamed = ("classifier.zero_shot_domain.pred_column=d2", "classifier.zero_shot_domain.score_column=s2")
+    second = pipeline.run(config(one, tmp_path / "two", *renamed))
+    assert (second["read"], second["written"], second["quarantined"]) == (13, 13, 0)
+
+
+# ---- inputs and outputs never overlap (resolved real paths) --------------------------------------
+def test_output_equal_to_inside_or_around_an_input_is_refused(config, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs(3, "a"))
+    before = sorted(p.name for p in (tmp_path / "in").rglob("*"))
+    with pytest.raises(OverlapError, match="is the input"):
+        pipeline.run(config(tmp_path / "in", tmp_path / "in"))
+    with pytest.raises(OverlapError, match="is inside the input"):
+        pipeline.run(config(tmp_path / "in", tmp_path / "in" / "out"))
+    with pytest.raises(OverlapError, match=r"is inside output\.path"):
+        pipeline.run(config(tmp_path / "in" / "a.jsonl", tmp_path))
+    with pytest.raises(OverlapError, match="is inside the input"):
+        pipeline.run(config(f"'{tmp_path / 'in'}/*.jsonl'", tmp_path / "in" / "sub" / "out"))
+    assert sorted(p.name for p in (tmp_path / "in").rglob("*")) == before  # nothing written there
+
+
+def test_links_into_the_output_folder_or_from_it_into_the_input_are_refused(config, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs(3, "a"))
+    out = tmp_path / "out"
+    pipeline.run(config(tmp_path / "in", out))
+    written = (out / "a.jsonl").read_bytes()
+    (tmp_path / "in" / "b.jsonl").symlink_to(out / "a.jsonl")  # an input that is really an output
+    with pytest.raises(OverlapError, match=r"b\.jsonl' resolves to .*out/a\.jsonl, inside output\.path"):
+        pipeline.run(config(tmp_path / "in", out))
+    assert (out / "a.jsonl").read_bytes() == written
+    (tmp_path / "in" / "b.jsonl").unlink()
+    (tmp_path / "link-to-out").symlink_to(out)
+    with pytest.raises(OverlapError, match="is the input"):
+        pipeline.run(config(tmp_path / "link-to-out", out))
+    (tmp_path / "link-into-in").symlink_to(tmp_path / "in")
+    with pytest.raises(OverlapError, match="is inside the input"):  # output.path a link into the input
+        pipeline.run(config(tmp_path / "in", tmp_path / "link-into-in" / "results"))
+    assert not (tmp_path / "in" / "results").exists()
+
+
+def test_overlap_on_an_fsspec_filesystem_compares_normalised_paths(config, tmp_path: Path) -> None:
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/paths-test/in/a.jsonl", b'{"text": "a"}\n')
+    try:
+        with pytest.raises(OverlapError, match="is inside the input"):
+            pipeline.run(config("memory://paths-test/in", "memory://paths-test/x/../in/out"))
+        summary = pipeline.run(config("memory://paths-test/in", "memory://paths-test/out"))
+        assert summary["written"] == 1 and fs.exists("/paths-test/out/a.jsonl")
+    finally:
+        fs.rm("/paths-test", recursive=True)
+
+
+def test_overlapping_inputs_are_read_once(config, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs(3, "a"))
+    write_jsonl(tmp_path / "in" / "sub" / "b.jsonl", docs(2, "b"))
+    summary = pipeline.run(config(f"[{tmp_path / 'in'},{tmp_path / 'in' / 'sub'}]", tmp_path / "out"))
+    assert summary["read"] == 5 and rows(tmp_path / "out", "**/*.jsonl")["id"].is_unique
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").glob("**/?.jsonl")) == [
+        "a.jsonl",
+        "sub/b.jsonl",
+    ]
+
+
+# ---- only regular files are read -----------------------------------------------------------------
+def test_fifos_and_symlink_loops_are_skipped_with_a_warning(config, tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a.jsonl", docs(3, "a"))
+    os.mkfifo(folder / "b.jsonl")  # opening it would block forever
+    (folder / "loop1.jsonl").symlink_to(folder / "loop2.jsonl")
+    (folder / "loop2.jsonl").symlink_to(folder / "loop1.jsonl")
+    (folder / "gone.jsonl").symlink_to(folder / "nowhere.jsonl")
+    signal.alarm(120)  # a hang fails the test instead of the whole session
+    try:
+        with caplog.at_level(logging.WARNING, logger="curator.io.files"):
+            summary = pipeline.run(config(folder, tmp_path / "out"))
+            with pytest.raises(InputNotFoundError, match="no JSONL or Parquet files"):
+                discover(str(folder / "b.jsonl"))  # named on its own: skipped, never opened
+    finally:
+        signal.alarm(0)
+    assert summary["read"] == 3 and [f["unit"] for f in summary["per_file"]] == ["a"]
+    skipped = [r.getMessage() for r in caplog.records if "not a regular file" in r.getMessage()]
+    assert sorted(Path(m.split()[1].rstrip(":")).name for m in skipped) == [
+        "b.jsonl",  # by the run
+        "b.jsonl",  # named on its own
+        "gone.jsonl",
+        "loop1.jsonl",
+        "loop2.jsonl",
+    ]
+
+
+# ---- one run per output folder --------------------------------------------------------------------
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(config, tmp_path: Path, caplog) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs(3, "a"))
+    out = tmp_path / "out"
+    lock = out / LOCK
+    lock.parent.mkdir(parents=True)
+    host = HOST
+    lock.write_text(json.dumps({"host": host, "pid": _dead_pid(), "started": time.time()}))
+    with caplog.at_level(logging.WARNING, logger="curator.io.lock"):
+        assert pipeline.run(config(tmp_path / "in", out))["written"] == 3
+    assert any("Took over the lock" in r.getMessage() for r in caplog.records)
+    assert not lock.exists()  # released at the end
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        lock.write_text(json.dumps({"host": host, "pid": sleeper.pid, "started": time.time()}))
+        with pytest.raises(OutputInUseError, match=rf"in use by another run \(PID {sleeper.pid} on host"):
+            pipeline.run(config(tmp_path / "in", out))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": time.time()}))
+    with pytest.raises(OutputInUseError, match=f"host elsewhere.*delete {lock}"):
+        pipeline.run(config(tmp_path / "in", out))
+
+
+def test_clean_up_removes_only_temporaries_of_dead_processes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        mine = temporary_suffix()
+        live = mine.replace(f"-{os.getpid()}-", f"-{sleeper.pid}-")
+        dead = mine.replace(f"-{os.getpid()}-", f"-{_dead_pid()}-")
+        names = {
+            "live": live,
+            "dead": dead,
+            "mine": mine,
+            "old": f"{TMP_MARK}0a1b2c3d",
+            "host": f"{TMP_MARK}x-1-y",
+        }
+        for key, suffix in names.items():
+            (out / f"{key}.jsonl{suffix}").write_text("half")
+        assert remove_temporaries(fsspec.filesystem("file"), str(out)) == 4
+        assert [p.name for p in out.iterdir()] == [f"live.jsonl{live}"]  # another process is writing it
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_output_stops_at_once_and_the_first_finishes(
+    config, tmp_path: Path, tiny_bert: Path
+) -> None:
+    folder = tmp_path / "in"
+    for i in range(6):
+        write_jsonl(folder / f"part-{i}.jsonl", docs(4000, f"{i}-"))
+    out = tmp_path / "out"
+    model = f"classifier.zero_shot_domain.model={tiny_bert}"
+    args = [f"dataset.path={folder}", f"output.path={out}", model, "cluster=sync", "quiet=true"]
+    first = _run_py([*args, "cluster.torch_threads=1"], tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / LOCK).exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first.poll() is None, first.stdout.read()
+        started = time.monotonic()
+        with pytest.raises(OutputInUseError, match=f"PID {first.pid} on host"):
+            pipeline.run(config(folder, out))
+        assert time.monotonic() - started < 30
+        assert first.poll() is None, "the first run must still be busy when the second is refused"
+        log, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 0, log[-3000:]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["read"] == summary["written"] == 6 * 4000 and len(rows(out)) == 6 * 4000
+    assert not [p for p in out.rglob("*") if TMP_MARK in p.name] and not (out / LOCK).exists()
+
+
+# ---- operating-system failures are one-line user errors ------------------------------------------
+def test_output_path_that_is_a_file_or_unwritable_or_foreign_is_a_user_error(config, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs(2, "a"))
+    (tmp_path / "file.txt").write_text("mine")
+    with pytest.raises(OutputNotWritableError, match="is a file"):
+        pipeline.run(config(tmp_path / "in", tmp_path / "file.txt"))
+    assert (tmp_path / "file.txt").read_text() == "mine"
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputNotWritableError, match="no run of curator-classify wrote"):
+        pipeline.run(config(tmp_path / "in", tmp_path / "docs"))
+    if os.geteuid() == 0:  # root writes through permission bits; sysfs refuses even root
+        read_only = Path("/sys/kernel")
+        if not os.access(read_only, os.R_OK) or (read_only / ".curator").exists():
+            pytest.skip("no read-only folder to test with")
+        with pytest.raises(OutputNotWritableError, match="cannot be written"):
+            pipeline.run(config(tmp_path / "in", read_only / "curator-out"))
+    else:
+        (tmp_path / "ro").mkdir(mode=0o555)
+        with pytest.raises(OutputNotWritableError, match="cannot be written"):
+            pipeline.run(config(tmp_path / "in", tmp_path / "ro"))
+
+
+def test_a_corrupt_archive_first_does_not_stop_the_start_up_check(config, tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    header = gzip.compress(b'{"text": "x"}\n')[:10]
+    (folder / "0-broken.jsonl.gz").write_bytes(header + b"\xff" * 50)  # zlib.error: invalid block type
+    write_jsonl(folder / "1-good.jsonl", docs(3, "g"))
+    with pytest.raises(UserError, match=r"1 of 2 unit\(s\) failed: .*0-broken\.jsonl\.gz"):
+        pipeline.run(config(folder, tmp_path / "out"))
+    assert any("Cannot read the first records of" in r.getMessage() for r in caplog.records)
+    assert len(rows(tmp_path / "out")) == 3  # the good file is classified and recorded
+    with pytest.raises(ConfigError, match=r"Text field 'body' is not in .*columns found in .*1-good"):
+        pipeline.run(config(folder, tmp_path / "out2", "dataset.text_field=body"))
+
+
+def test_a_file_list_that_is_not_utf8_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "files.txt").write_bytes(b"caf\xe9.jsonl\n")
+    with pytest.raises(ConfigError, match=r"files\.txt' is not UTF-8 text .*byte 3"):
+        discover(f"@{tmp_path / 'files.txt'}")
+
+
+@pytest.mark.slow
+def test_run_py_prints_an_overlap_in_one_line_and_exits_2(tmp_path: Path, tiny_bert: Path) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs(2, "a"))
+    args = [f"dataset.path={tmp_path / 'in'}", f"output.path={tmp_path / 'in'}", "cluster=sync"]
+    result = _run_py([*args, f"classifier.zero_shot_domain.model={tiny_bert}"], tmp_path)
+    output, _ = result.communicate(timeout=180)
+    assert result.returncode == 2, output[-2000:]
+    assert "Traceback" not in output and "a run must never write where it reads" in output
