@@ -175,7 +175,10 @@ def run_settings(cfg: Config) -> dict[str, Any]:
             "id_field": cfg.dataset.id_field,
             "format": cfg.dataset.format,
             "blocksize": parse_blocksize(cfg.dataset.blocksize),
-            "invalid_text": cfg.dataset.invalid_text,
+            # only when not the default: output folders of earlier versions keep their fingerprint
+            **(
+                {"invalid_text": cfg.dataset.invalid_text} if cfg.dataset.invalid_text != "quarantine" else {}
+            ),
         },
     }
 
