@@ -20,7 +20,7 @@ from typing import Any
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifiers
-from curator.cluster import connect
+from curator.cluster import connect, explain_lost_workers
 from curator.config import Config
 from curator.errors import ConfigError, UserError
 from curator.filters import build_filter
@@ -34,6 +34,7 @@ from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
 from curator.report import format_summary, save_summary, summarise
 from curator.report_html import render, save_html_report
+from curator.validate import check_config
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def _prepare(cfg: Config, manifest: Manifest, parts: list[Part]) -> tuple[list[l
 def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     """Classify, filter and write a dataset as configured (resuming a killed run); return the summary."""
     started = time.perf_counter()
+    check_config(cfg)  # every setting's range, choice and consistency, all problems in one message
     root = output_path(cfg)
     files = discover(cfg.dataset.path, cfg.dataset.format, exclude=root)
     classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)
@@ -177,7 +179,9 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         outcomes = (
             run_sync(todo, parts, work, known)
             if client is None
-            else run_distributed(client, todo, parts, work, known, cfg.dataset.retries)
+            else explain_lost_workers(
+                client, cfg.cluster, run_distributed(client, todo, parts, work, known, cfg.dataset.retries)
+            )
         )
         try:
             for group, outcome in outcomes:
