@@ -276,7 +276,7 @@ def _first_lines(groups: list[list[Part]]) -> list[list[int]]:
         for part in group:
             start = done.get(part.path, 1) if part.counted else 1
             firsts[-1].append(start)
-            if part.format == "jsonl" and part.index is not None:
+            if part.format == "jsonl" and part.index is not None and part.index < part.count - 1:
                 done[part.path] = start + count_lines(part)
     return firsts
 
