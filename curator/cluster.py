@@ -9,20 +9,24 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, WorkerPlugin, default_client
+from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, default_client
+from distributed.comm.core import CommClosedError
 
 from curator.config import ClusterConfig
-from curator.errors import ConfigError
+from curator.errors import ConfigError, UserError
 from curator.resources import available_cores, plan_workers
+from curator.validate import CHOICES, MEMORY_KINDS, cluster_problems, raise_problems
 
 log = logging.getLogger(__name__)
 
-KINDS = ("local", "local_cuda", "scheduler", "slurm", "sync")
+KINDS = CHOICES["cluster.kind"]
+MEMORY_EVENT = "worker-restart-memory"  # what a nanny logs on the scheduler when it kills its worker
 # Non-secret worker settings copied from this process: the model cache and the offline switches.
 HF_SETTINGS = (
     "HF_HOME",
@@ -162,15 +166,18 @@ def start_local(cfg: ClusterConfig) -> tuple[Any, int]:
     cores = available_cores()
     n_workers, threads = plan_workers(cores, cfg.n_workers, cfg.torch_threads)
     extra = {"env": worker_env(threads)} if cfg.processes else {}
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=cfg.threads_per_worker,
-        processes=cfg.processes,
-        memory_limit=cfg.memory_limit,
-        dashboard_address=cfg.dashboard_address,
-        **_given(protocol=cfg.protocol, interface=cfg.interface, local_directory=cfg.local_directory),
-        **extra,
-    )
+    # A paused worker waits for memory that a loaded model never gives back: the run would hang.
+    # Unpaused, a worker either fits or is killed at the limit, and the run says so.
+    with dask.config.set({"distributed.worker.memory.pause": False}):  # nannies hand it to their workers
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=cfg.threads_per_worker,
+            processes=cfg.processes,
+            memory_limit=cfg.memory_limit,
+            dashboard_address=cfg.dashboard_address,
+            **_given(protocol=cfg.protocol, interface=cfg.interface, local_directory=cfg.local_directory),
+            **extra,
+        )
     log.info(
         "LocalCluster: %d worker(s) x %d task thread(s), %d torch thread(s) each, %d cores",
         n_workers,
@@ -355,6 +362,7 @@ def join(cfg: ClusterConfig) -> Iterator[Client]:
 @contextlib.contextmanager
 def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
     """Yield a Client for the configured cluster (None in sync mode); close what was started, on error too."""
+    raise_problems(list(cluster_problems(cfg)))  # e.g. n_workers=-1 would start nothing and wait forever
     if cfg.kind == "sync":
         _, threads = plan_workers(available_cores(), 1, cfg.torch_threads)
         set_torch_threads(threads)
@@ -373,6 +381,50 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
         client.register_plugin(TorchThreads(threads))
         log.info("Dask dashboard: %s", dashboard(client))
         yield client
+
+
+# --- workers killed for memory ----------------------------------------------------------------------
+
+
+class WorkerMemoryError(UserError, MemoryError):
+    """Workers were killed for going over cluster.memory_limit (the model and its batches do not fit)."""
+
+
+def memory_kills(client: Client, since: float = 0.0) -> list[dict[str, Any]]:
+    """The workers their nanny killed for exceeding the memory limit (since a time, by the scheduler)."""
+    try:
+        return [event for stamp, event in client.get_events(MEMORY_EVENT) if stamp >= since]
+    except Exception:  # the scheduler is gone: nothing more to learn
+        return []
+
+
+def memory_message(cfg: ClusterConfig, kills: list[dict[str, Any]]) -> str:
+    """One line: which setting, what the worker reached, and a value to try."""
+    from dask.utils import format_bytes
+
+    rss = max(int(kill.get("rss", 0)) for kill in kills)  # the kill comes at 95% of the limit
+    suggest = max(4, 2 * -(-rss // 2**30))  # GiB: at least double what was not enough
+    setting = (
+        f"cluster.memory_limit={cfg.memory_limit}"
+        if cfg.kind in MEMORY_KINDS
+        else "their memory limit (dask worker --memory-limit, or the job's memory)"
+    )
+    return (
+        f"{len(kills)} worker(s) killed for using more memory than {setting} allows (a worker reached "
+        f"{format_bytes(rss)}): the model and its batches do not fit. Set cluster.memory_limit={suggest}GiB "
+        "or more, or run fewer workers per machine"
+    )
+
+
+def explain_lost_workers(client: Client, cfg: ClusterConfig, outcomes: Iterable[Any]) -> Iterator[Any]:
+    """Pass (units, outcome) pairs on; a failure from a worker its nanny killed for memory says so."""
+    since = time.time() - 1  # a joined scheduler may remember kills from earlier runs
+    for group, outcome in outcomes:
+        if isinstance(outcome, KilledWorker | CommClosedError):
+            kills = memory_kills(client, since)
+            if kills:
+                outcome = WorkerMemoryError(memory_message(cfg, kills))
+        yield group, outcome
 
 
 @contextlib.contextmanager

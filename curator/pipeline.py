@@ -20,7 +20,7 @@ from typing import Any
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifiers
-from curator.cluster import connect
+from curator.cluster import connect, explain_lost_workers
 from curator.columns import HIDDEN_PREFIX, is_working, unescape
 from curator.config import Config
 from curator.errors import ConfigError, UserError
@@ -38,6 +38,7 @@ from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
 from curator.report import format_summary, save_summary, summarise
 from curator.report_html import render, save_html_report
+from curator.validate import check_config
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ def _prepare(cfg: Config, manifest: Manifest, parts: list[Part]) -> tuple[list[l
 def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     """Classify, filter and write a dataset as configured (resuming a killed run); return the summary."""
     started = time.perf_counter()
+    check_config(cfg)  # every setting's range, choice and consistency, all problems in one message
     root = output_path(cfg)
     entries = expand_entries(cfg.dataset.path)
     check_overlap(entries, [], root)  # before listing: the output folder must not even be listed
@@ -269,7 +271,9 @@ def _process(
         outcomes = (
             run_sync(todo, parts, work, known)
             if client is None
-            else run_distributed(client, todo, parts, work, known, cfg.dataset.retries)
+            else explain_lost_workers(
+                client, cfg.cluster, run_distributed(client, todo, parts, work, known, cfg.dataset.retries)
+            )
         )
         try:
             for group, outcome in outcomes:

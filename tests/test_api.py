@@ -180,3 +180,130 @@ def test_the_domain_seed_example_runs_with_only_imports_changed(client, tmp_path
     assert dict(zip(written["text"], written["domain_pred"], strict=True)) == {
         t: label for t, label in zip(texts, expected, strict=True) if label in wanted
     }
+
+
+# ---- arguments are checked as NeMo Curator users expect --------------------------------------------
+
+
+def test_a_string_filter_by_is_one_label_not_its_characters(client, books: Path, tiny_fineweb: Path) -> None:
+    dataset = DocumentDataset.read_json(str(books))
+    one = FineWebMixtralEduClassifier(filter_by="high_quality", model=str(tiny_fineweb))(dataset).to_pandas()
+    listed = FineWebMixtralEduClassifier(filter_by=["high_quality"], model=str(tiny_fineweb))(
+        dataset
+    ).to_pandas()
+    expected = np.clip(reference_scores(tiny_fineweb, FINEWEB_TEXTS), 0, 5)
+    kept = sorted(f"b{i}" for i, s in enumerate(expected) if s >= 2.5)
+    assert (
+        sorted(one.loc[one["text"].notna(), "id"]) == kept == sorted(listed.loc[listed["text"].notna(), "id"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"filter_by": 5}, TypeError, "filter_by=5: give a label or a list of labels"),
+        ({"filter_by": ["high_quality", 3]}, TypeError, "filter_by=['high_quality', 3]"),
+        ({"filter_by": []}, ValueError, "filter_by=[] would keep nothing"),
+        ({"max_chars": "x"}, TypeError, "max_chars='x': must be int or None"),
+        ({"max_chars": 0}, ValueError, "max_chars=0: must be >= 1, or -1 for the whole document"),
+        ({"text_field": 5}, TypeError, "text_field=5: must be str"),
+        ({"text_field": ""}, ValueError, "text_field='': must be a non-empty string"),
+        ({"max_mem_gb": -3}, ValueError, "max_mem_gb=-3: must be > 0"),
+        ({"max_mem_gb": "8"}, TypeError, "max_mem_gb='8': must be a number or None"),
+        ({"device_type": "tpu"}, ValueError, "device_type='tpu': choose 'cpu', 'cuda' or None"),
+        ({"autocast": "no"}, TypeError, "autocast='no': must be bool"),
+        ({"pred_column": ""}, ValueError, "pred_column='': must be a non-empty string"),
+        ({"prob_column": 7}, TypeError, "prob_column=7: must be str or None"),
+        ({"batch_size": "8"}, TypeError, "batch_size='8': must be int or None"),
+        ({"batch_size": True}, TypeError, "batch_size=True: must be int or None"),
+        ({"batch_size": 0}, ValueError, "FineWebMixtralEduClassifier.batch_size=0: must be an integer >= 1"),
+        ({"max_length": -1}, ValueError, "FineWebMixtralEduClassifier.max_length=-1"),
+        ({"label_threshold": "high"}, TypeError, "label_threshold='high'"),
+        ({"batchsize": 8}, TypeError, "unexpected keyword argument 'batchsize'"),
+    ],
+)
+def test_wrong_arguments_fail_at_construction_with_the_argument_named(
+    tiny_fineweb: Path, kwargs: dict, error: type, message: str
+) -> None:
+    with pytest.raises(error) as err:
+        FineWebMixtralEduClassifier(model=str(tiny_fineweb), **kwargs)
+    assert message in str(err.value)
+
+
+def test_nemo_s_accepted_argument_values_still_work(tiny_fineweb: Path) -> None:
+    clf = FineWebEduClassifier(
+        model=str(tiny_fineweb), max_chars=-1, device_type="cpu", autocast=False, max_mem_gb=2, batch_size=1
+    )
+    assert clf.classifier.max_chars is None and clf.classifier.batch_size == 1
+    assert clf.classifier.inference.device == "cpu" and clf.classifier.inference.dtype == "float32"
+
+
+def test_unknown_reader_and_writer_arguments_are_refused(books: Path, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="read_json\\(\\) got an unexpected keyword argument 'bogus'"):
+        DocumentDataset.read_json(str(books), bogus=1)
+    with pytest.raises(TypeError, match="'columns' \\(every input column is read and written back\\)"):
+        DocumentDataset.read_parquet(str(books), columns=["text"])
+    with pytest.raises(ValueError, match=r"input_meta=.* is not supported: JSON values are read as parsed"):
+        DocumentDataset.read_json(str(books), input_meta={"id": "str"})
+    dataset = DocumentDataset.read_json(str(books))
+    with pytest.raises(TypeError, match="to_json\\(\\) got an unexpected keyword argument 'bogus'"):
+        dataset.to_json(str(tmp_path / "out"), bogus=1)
+    with pytest.raises(TypeError, match="to_parquet\\(\\) got an unexpected keyword argument 'partition_on'"):
+        dataset.to_parquet(str(tmp_path / "out"), partition_on="id")
+    assert not (tmp_path / "out").exists()
+    for bad in ({"blocksize": "lots"}, {"blocksize": -1}, {"files_per_partition": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}="):
+            DocumentDataset.read_json(str(books), **bad)
+
+
+def _written(folder: Path) -> dict[str, pd.DataFrame]:
+    return {p.name: pd.read_json(p, lines=True, dtype=False) for p in sorted(folder.glob("*.jsonl"))}
+
+
+def test_blocksize_and_files_per_partition_change_partitions_not_results(
+    client, tmp_path: Path, tiny_fineweb: Path
+) -> None:
+    texts = [f"{t} ({i})" for i, t in enumerate(FINEWEB_TEXTS * 4)]  # one big file with a bad line
+    write_jsonl(tmp_path / "in" / "big.jsonl", [{"text": t} for t in texts[:20]])
+    with open(tmp_path / "in" / "big.jsonl", "a") as handle:
+        handle.write("not json\n")
+    for i, text in enumerate(texts[20:], start=1):
+        write_jsonl(tmp_path / "in" / f"small{i}.jsonl", [{"text": text}])
+    classifier = FineWebEduClassifier(model=str(tiny_fineweb))
+    plain = DocumentDataset.read_json(str(tmp_path / "in"))
+    split = DocumentDataset.read_json(str(tmp_path / "in"), blocksize=1500, files_per_partition=3)
+    assert plain.df.npartitions == 1 + len(texts[20:])
+    assert 1 < split.df.npartitions < plain.df.npartitions  # big.jsonl in parts, small files in threes
+    classifier(plain).to_json(str(tmp_path / "plain"))
+    counts = classifier(split).to_json(str(tmp_path / "split"))
+    assert (counts["written"], counts["quarantined"]) == (len(texts), 1)
+    one = _written(tmp_path / "plain")
+    parts = _written(tmp_path / "split")
+    assert {n for n in parts if n.startswith("small")} == {n for n in one if n.startswith("small")}
+    assert any(n.startswith("big.part") for n in parts) and "big.jsonl" in one
+    whole = pd.concat([f for n, f in parts.items() if n.startswith("big.part")], ignore_index=True)
+    pd.testing.assert_frame_equal(whole, one["big.jsonl"])  # same ids (file:line), texts and scores
+    for name in (n for n in one if n.startswith("small")):
+        pd.testing.assert_frame_equal(parts[name], one[name])
+    bad = [json.loads(line) for p in (tmp_path / "split" / "quarantine").glob("*.jsonl") for line in p.open()]
+    assert [(b["line"], b["raw"]) for b in bad] == [(21, "not json")]  # the whole file's line number
+
+
+def test_an_empty_file_gives_an_empty_result_with_the_output_columns(
+    client, tmp_path: Path, tiny_fineweb: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.jsonl").write_text("")
+    result = FineWebEduClassifier(model=str(tiny_fineweb))(DocumentDataset.read_json(str(tmp_path / "in")))
+    frame = result.to_pandas()
+    assert len(frame) == 0 and {"fineweb-edu-score", "fineweb-edu-score-int"} <= set(frame.columns)
+    counts = result.to_json(str(tmp_path / "out"))
+    assert (counts["read"], counts["written"], counts["quarantined"]) == (0, 0, 0)
+    assert (tmp_path / "out" / "empty.jsonl").read_text().strip() == ""  # an output file, no records
+    # an empty file first in a folder hides no column of the files after it
+    write_jsonl(tmp_path / "in" / "later.jsonl", [{"text": FINEWEB_TEXTS[0], "source": "web"}])
+    both = FineWebEduClassifier(model=str(tiny_fineweb))(DocumentDataset.read_json(str(tmp_path / "in")))
+    frame = both.to_pandas()
+    assert (
+        len(frame) == 1 and frame["source"].tolist() == ["web"] and frame["fineweb-edu-score"].notna().all()
+    )

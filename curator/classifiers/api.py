@@ -10,18 +10,31 @@ from importlib import resources
 from typing import Any, ClassVar
 
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifier
 from curator.config import ClassifierConfig, InferenceConfig
+from curator.errors import ConfigError
+from curator.validate import SettingTypeError, classifier_problems, inference_problems, raise_problems
+
+DEVICE_TYPES = (None, "cpu", "cuda")
 
 
 def classifier_config(name: str, **overrides: Any) -> ClassifierConfig:
     """A shipped classifier config (`conf/classifier/<name>.yaml`) with overrides; typos fail here."""
     path = resources.files("curator") / "conf" / "classifier" / f"{name}.yaml"
-    node = OmegaConf.merge(
-        OmegaConf.structured(ClassifierConfig), OmegaConf.load(str(path)), OmegaConf.create(overrides)
-    )
+    try:
+        node = OmegaConf.merge(
+            OmegaConf.structured(ClassifierConfig), OmegaConf.load(str(path)), OmegaConf.create(overrides)
+        )
+    except ConfigKeyError as err:  # a keyword that is neither NeMo Curator's nor a key of the YAML
+        raise SettingTypeError(
+            f"unexpected keyword argument {err.key!r}; the {name} classifier takes NeMo Curator's "
+            f"arguments and the keys of conf/classifier/{name}.yaml"
+        ) from err
+    except ValidationError as err:  # a YAML key given a value of the wrong type
+        raise SettingTypeError(f"{err.key}={err.value!r}: {err.msg.splitlines()[0]}") from err
     return OmegaConf.to_object(node)  # type: ignore[return-value]
 
 
@@ -30,6 +43,64 @@ def _inference(device_type: str | None, autocast: bool, max_mem_gb: float | None
     return InferenceConfig(
         device=device_type or "auto", dtype="auto" if autocast else "float32", max_mem_gb=max_mem_gb
     )
+
+
+def _labels(filter_by: Any) -> list[str] | None:
+    """filter_by as a list of labels: one string is one label (never its characters)."""
+    if filter_by is None:
+        return None
+    labels = [filter_by] if isinstance(filter_by, str) else filter_by
+    if not isinstance(labels, list | tuple | set | frozenset) or not all(isinstance(x, str) for x in labels):
+        raise SettingTypeError(f"filter_by={filter_by!r}: give a label or a list of labels (strings)")
+    if not labels:
+        raise ConfigError("filter_by=[] would keep nothing; give at least one label, or None to keep all")
+    return list(labels)
+
+
+def check_arguments(
+    batch_size: Any,
+    text_field: Any,
+    pred_column: Any,
+    prob_column: Any,
+    max_chars: Any,
+    device_type: Any,
+    autocast: Any,
+    max_mem_gb: Any,
+    token: Any,
+) -> None:
+    """NeMo Curator's keyword arguments: a TypeError for a wrong type, a ValueError for a wrong value."""
+    kinds = {
+        "batch_size": (batch_size, int, True),
+        "text_field": (text_field, str, False),
+        "pred_column": (pred_column, str, True),
+        "prob_column": (prob_column, str, True),
+        "max_chars": (max_chars, int, True),
+        "max_mem_gb": (max_mem_gb, int | float, True),
+        "autocast": (autocast, bool, False),
+        "token": (token, str, True),
+    }
+    for name, (value, kind, optional) in kinds.items():
+        wrong_bool = isinstance(value, bool) and kind is not bool  # True is an int to Python, not here
+        if (value is None and not optional) or (
+            value is not None and (wrong_bool or not isinstance(value, kind))
+        ):
+            wanted = getattr(kind, "__name__", "a number")
+            raise SettingTypeError(f"{name}={value!r}: must be {wanted}{' or None' if optional else ''}")
+    if device_type not in DEVICE_TYPES:
+        raise ConfigError(
+            f"device_type={device_type!r}: choose 'cpu', 'cuda' or None (CUDA when there is one)"
+        )
+    if max_mem_gb is not None and not max_mem_gb > 0:
+        raise ConfigError(f"max_mem_gb={max_mem_gb}: must be > 0, or None for what is free on the device")
+    if max_chars is not None and (max_chars == 0 or max_chars < -1):
+        raise ConfigError(f"max_chars={max_chars}: must be >= 1, or -1 for the whole document")
+    for name, value in (
+        ("text_field", text_field),
+        ("pred_column", pred_column),
+        ("prob_column", prob_column),
+    ):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{name}={value!r}: must be a non-empty string")
 
 
 class PublishedClassifier:
@@ -53,6 +124,18 @@ class PublishedClassifier:
         token: str | None = None,
         **extra: Any,
     ) -> None:
+        check_arguments(
+            batch_size,
+            text_field,
+            pred_column,
+            prob_column,
+            max_chars,
+            device_type,
+            autocast,
+            max_mem_gb,
+            token,
+        )
+        labels = _labels(filter_by)
         overrides: dict[str, Any] = {"text_field": text_field}
         given = dict(batch_size=batch_size, pred_column=pred_column, model=model, **extra)
         overrides.update({self.config_keys.get(k, k): v for k, v in given.items() if v is not None})
@@ -62,10 +145,17 @@ class PublishedClassifier:
             overrides.update(prob_column=prob_column, keep_prob=True)
         cfg = classifier_config(self.config_name, **overrides)
         inference = _inference(device_type, autocast, max_mem_gb)
+        raise_problems(
+            [
+                *classifier_problems(self.config_name, cfg, prefix=type(self).__name__),
+                *inference_problems(inference),
+            ],
+            "argument",
+        )
         self.classifier: DistributedDataClassifier = build_classifier(
             self.config_name, cfg, text_field, inference, token=token
         )
-        self.classifier.filter_by = list(filter_by) if filter_by is not None else None
+        self.classifier.filter_by = labels
 
     @property
     def labels(self) -> list[str]:

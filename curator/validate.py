@@ -1,0 +1,223 @@
+"""Every setting checked before any work: ranges, choices and consistency, all problems in one message.
+
+`check_config(cfg)` runs first in `pipeline.run`; the Python API reuses the classifier, inference and
+cluster checks. A problem is one line: the key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from curator.config import ClassifierConfig, ClusterConfig, Config, DatasetConfig, InferenceConfig
+from curator.errors import ConfigError, UserError
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "dataset.format": (None, "jsonl", "parquet"),
+    "dataset.backend": ("pandas", "cudf"),
+    "dataset.invalid_text": ("quarantine", "replace"),
+    "cluster.kind": ("local", "local_cuda", "scheduler", "slurm", "sync"),
+    "inference.engine": ("native", "crossfit"),
+    "inference.device": ("auto", "cpu", "cuda"),  # and cuda:N
+    "inference.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "inference.quantize": (None, "int8"),
+    "output.format": (None, "jsonl", "parquet"),
+    "output.mode": ("resume", "overwrite", "error"),
+}
+# A worker process holds Python, torch, the tokenizer and the model: below this it dies while loading.
+MIN_WORKER_MEMORY = 2**30
+MEMORY_KINDS = ("local", "local_cuda")  # the kinds that pass cluster.memory_limit to their workers
+
+
+class SettingTypeError(UserError, TypeError):
+    """A Python API argument of the wrong type (the message names the argument and what it takes)."""
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def choice(key: str, value: Any, allowed: Iterable[Any] | None = None) -> Iterator[str]:
+    """`key` must be one of its choices (CHOICES[key] unless given)."""
+    allowed = tuple(CHOICES[key] if allowed is None else allowed)
+    if value not in allowed:
+        yield f"{key}={_show(value)}: choose one of {', '.join(_show(a) for a in allowed)}"
+
+
+def at_least(key: str, value: Any, low: int, optional: bool = False, what: str = "") -> Iterator[str]:
+    """An integer >= low (or null when optional)."""
+    if value is None and optional:
+        return
+    if not _is_int(value) or value < low:
+        unset = ", or null" if optional else ""
+        yield f"{key}={_show(value)}: must be an integer >= {low}{unset}{what}"
+
+
+def positive(key: str, value: Any, optional: bool = False, what: str = "") -> Iterator[str]:
+    """A number > 0 (or null when optional)."""
+    if value is None and optional:
+        return
+    if not _is_number(value) or value <= 0:
+        unset = ", or null" if optional else ""
+        yield f"{key}={_show(value)}: must be a number > 0{unset}{what}"
+
+
+def non_empty(key: str, value: Any, optional: bool = False) -> Iterator[str]:
+    """A non-empty string (or null when optional)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip():
+        yield f"{key}={_show(value)}: must be a non-empty string"
+
+
+# ---- per section ---------------------------------------------------------------------------------
+def dataset_problems(cfg: DatasetConfig) -> Iterator[str]:
+    from curator.io.partitions import parse_blocksize
+
+    yield from choice("dataset.format", cfg.format)
+    yield from choice("dataset.backend", cfg.backend)
+    yield from choice("dataset.invalid_text", cfg.invalid_text)
+    yield from non_empty("dataset.text_field", cfg.text_field)
+    yield from non_empty("dataset.id_field", cfg.id_field)
+    yield from at_least("dataset.files_per_partition", cfg.files_per_partition, 1)
+    yield from at_least("dataset.retries", cfg.retries, 0, what=" (re-runs of a task that raised)")
+    try:
+        parse_blocksize(cfg.blocksize)
+    except ConfigError as err:
+        yield str(err).rstrip(".")
+
+
+def memory_per_worker(cfg: ClusterConfig, workers: int) -> int | None:
+    """Bytes of host memory each worker may use under cluster.memory_limit (None: no limit)."""
+    from dask.utils import parse_bytes
+    from distributed.system import MEMORY_LIMIT
+
+    value: Any = cfg.memory_limit
+    if value is None or str(value).lower() in ("none", "0", ""):
+        return None
+    if str(value).lower() == "auto":  # distributed: the machine's memory shared by the workers
+        return MEMORY_LIMIT // max(1, workers)
+    try:
+        number = float(value)
+    except ValueError:
+        return parse_bytes(str(value))  # "4GB", "1.5 GiB"; a ValueError for nonsense
+    return int(number * MEMORY_LIMIT) if number <= 1 else int(number)  # a fraction, or bytes
+
+
+def memory_problems(cfg: ClusterConfig, workers: int) -> Iterator[str]:
+    """cluster.memory_limit must parse and leave each worker room to load a model."""
+    try:
+        per_worker = memory_per_worker(cfg, workers)
+    except (ValueError, TypeError):
+        yield (
+            f"cluster.memory_limit={_show(cfg.memory_limit)}: not a size; use e.g. 4GB, 8GiB, a fraction "
+            "of the machine's memory (0.5), auto (the machine's memory shared by the workers) or 0 (no limit)"
+        )
+        return
+    if per_worker is None or per_worker >= MIN_WORKER_MEMORY:
+        return
+    from dask.utils import format_bytes
+
+    shared = (
+        f" (the machine's memory shared by {workers} worker(s)); set cluster.n_workers lower"
+        if str(cfg.memory_limit).lower() == "auto"
+        else "; set cluster.memory_limit=4GB or more (auto: the machine's memory shared by the workers)"
+    )
+    yield (
+        f"cluster.memory_limit={_show(cfg.memory_limit)}: {format_bytes(per_worker)} per worker is "
+        f"too little for a worker to load a model (at least {format_bytes(MIN_WORKER_MEMORY)}){shared}"
+    )
+
+
+def cluster_problems(cfg: ClusterConfig) -> Iterator[str]:
+    from curator.resources import available_cores, plan_workers
+
+    yield from choice("cluster.kind", cfg.kind)
+    yield from at_least("cluster.n_workers", cfg.n_workers, 1, optional=True, what=" (null: from the cores)")
+    yield from at_least("cluster.threads_per_worker", cfg.threads_per_worker, 1)
+    yield from at_least("cluster.torch_threads", cfg.torch_threads, 1, optional=True)
+    yield from at_least("cluster.jobs", cfg.jobs, 1)
+    yield from at_least("cluster.cores", cfg.cores, 1, optional=True)
+    yield from at_least("cluster.gpus", cfg.gpus, 0)
+    if cfg.kind in MEMORY_KINDS:
+        workers = 1
+        sizes = (cfg.n_workers, cfg.torch_threads)
+        if cfg.kind == "local" and all(n is None or (_is_int(n) and n >= 1) for n in sizes):
+            workers = plan_workers(available_cores(), cfg.n_workers, cfg.torch_threads)[0]
+        elif cfg.kind == "local_cuda" and cfg.cuda_visible_devices:
+            workers = len(cfg.cuda_visible_devices)
+        yield from memory_problems(cfg, workers)
+
+
+def classifier_problems(name: str, cfg: ClassifierConfig, prefix: str | None = None) -> Iterator[str]:
+    """One classifier's limits and columns; `prefix` is how its keys are named (classifier.<name>)."""
+    from curator.classifiers.registry import FAMILIES
+
+    key = f"classifier.{name}" if prefix is None else prefix
+    yield from choice(f"{key}.family", cfg.family, sorted(FAMILIES))
+    yield from at_least(f"{key}.batch_size", cfg.batch_size, 1, what=" (a cap on rows per batch)")
+    yield from at_least(f"{key}.max_chars", cfg.max_chars, 1, optional=True, what=" (null: no cut)")
+    yield from at_least(f"{key}.max_length", cfg.max_length, 1, optional=True, what=" (null: the model's)")
+    yield from non_empty(f"{key}.pred_column", cfg.pred_column)
+    yield from non_empty(f"{key}.text_field", cfg.text_field, optional=True)
+    for column in ("score_column", "prob_column", "int_column", "label_column", "raw_pred_column"):
+        yield from non_empty(f"{key}.{column}", getattr(cfg, column), optional=True)
+    yield from positive(f"{key}.temperature", cfg.temperature)
+    yield from at_least(f"{key}.max_new_tokens", cfg.max_new_tokens, 1)
+    yield from choice(f"{key}.generation", cfg.generation, ("fast", "reference"))
+    if cfg.score_range is not None and (
+        len(cfg.score_range) != 2 or cfg.score_range[0] >= cfg.score_range[1]
+    ):
+        yield f"{key}.score_range={cfg.score_range}: must be [low, high] with low < high"
+    if cfg.unsafe_threshold is not None and not 0 <= cfg.unsafe_threshold <= 1:
+        yield f"{key}.unsafe_threshold={cfg.unsafe_threshold}: must lie in [0, 1] (or null)"
+
+
+def inference_problems(cfg: InferenceConfig) -> Iterator[str]:
+    yield from choice("inference.engine", cfg.engine)
+    if not (isinstance(cfg.device, str) and cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()):
+        yield from choice("inference.device", cfg.device, (*CHOICES["inference.device"], "cuda:N"))
+    yield from choice("inference.dtype", cfg.dtype)
+    yield from choice("inference.quantize", cfg.quantize)
+    yield from at_least("inference.token_budget", cfg.token_budget, 1, optional=True, what=" (rows x length)")
+    yield from positive("inference.max_mem_gb", cfg.max_mem_gb, optional=True)
+
+
+def config_problems(cfg: Config) -> list[str]:
+    """Every problem of a composed config, in config order."""
+    problems = [*dataset_problems(cfg.dataset), *cluster_problems(cfg.cluster)]
+    for name, clf in cfg.classifier.items():
+        problems.extend(classifier_problems(name, clf))
+    flt = cfg.filter
+    if flt.min_score is not None and flt.max_score is not None and flt.min_score > flt.max_score:
+        problems.append(
+            f"filter.min_score={flt.min_score} > filter.max_score={flt.max_score}: no row could pass; "
+            "min_score must be <= max_score"
+        )
+    problems.extend(inference_problems(cfg.inference))
+    problems.extend(choice("output.format", cfg.output.format))
+    problems.extend(choice("output.mode", cfg.output.mode))
+    return problems
+
+
+def raise_problems(problems: list[str], what: str = "setting") -> None:
+    """One ConfigError listing every problem (none: nothing happens)."""
+    if len(problems) == 1:
+        raise ConfigError(f"Invalid {what}: {problems[0]}.")
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{len(problems)} invalid {what}s:\n{listed}")
+
+
+def check_config(cfg: Config) -> None:
+    """Refuse a run whose settings cannot work, before any file is read or cluster started."""
+    raise_problems(config_problems(cfg))
