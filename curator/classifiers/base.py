@@ -81,7 +81,8 @@ class DistributedDataClassifier:
             refuse_generation(self)
         self.last_stats = RunStats()
         self._token = token  # Python API `token=`; never pickled, logged or saved (else HF_TOKEN is used)
-        self.filter_by = list(filter_by) if filter_by is not None else None  # Python API: labels to keep
+        # Python API: labels to keep (a string is one label, never its characters)
+        self.filter_by = [filter_by] if isinstance(filter_by, str) else filter_by and list(filter_by)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for Dask workers without the token (workers read the files the client fetched)."""
