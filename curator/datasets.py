@@ -19,12 +19,12 @@ import pandas as pd
 from curator.classifiers.base import ERROR_COLUMN, DistributedDataClassifier
 from curator.cluster import ensure_client
 from curator.errors import ConfigError
-from curator.filters import Filter
 from curator.io.files import InputFile, discover
 from curator.io.partitions import Part, as_part, count_lines, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import HIDDEN_PREFIX, mark_bad_text, read_file
-from curator.io.writers import OutputTarget, write_partition
+from curator.io.writers import OutputTarget
 from curator.report import summarise
+from curator.stages import write
 from curator.validate import SettingTypeError
 
 
@@ -323,10 +323,10 @@ def _write_group(
 ) -> list[dict[str, Any]]:
     """Write each unit of a partition to its own output (and quarantine) file; return each one's counts."""
     if len(group) == 1:  # a whole file, a part of one, or a partition not read from files
-        return [write_partition(frame, group[0], target, Filter(), classifiers)]
+        return [write(frame, group[0], target, classifiers)]
     units = frame[UNIT_COLUMN].to_numpy()  # hidden columns are not written
     return [
-        write_partition(frame[units == i], unit, target, Filter(), classifiers)
+        write(frame[units == i], unit, target, classifiers)
         for i, unit in enumerate(group)
     ]
 

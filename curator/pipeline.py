@@ -1,8 +1,8 @@
 """The flow: config → cluster → read → classify → filter → write → report. Tests call `run` directly.
 
-Tasks stream read → classify → write per unit (curator.io.tasks) and return only small counts; the
-client records each finished unit in the output folder's manifest as it completes, so a rerun of the
-same command skips what the manifest lists (curator.io.manifest).
+Tasks stream read → classify → decide → write per unit (curator.stages, run by curator.execution)
+and return only small counts; the client records each finished unit in the output folder's manifest
+as it completes, so a rerun of the same command skips what the manifest lists (curator.io.manifest).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from curator.cluster import connect, explain_lost_workers
 from curator.columns import HIDDEN_PREFIX, is_working, unescape
 from curator.config import Config
 from curator.errors import ConfigError, UserError
+from curator.execution import run_distributed, run_sync
 from curator.filters import build_filter
 from curator.io.files import InputFile, discover, expand_entries
 from curator.io.gpu import partition_reader
@@ -33,11 +34,11 @@ from curator.io.manifest import SUMMARY, Manifest, open_manifest, signature
 from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import read_file
 from curator.io.schema import plan_schema
-from curator.io.tasks import Work, run_distributed, run_sync
 from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
 from curator.report import format_summary, save_summary, summarise
 from curator.report_html import render, save_html_report
+from curator.stages import Work
 from curator.validate import check_config
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from curator.errors import ConfigError
 from curator.filters import build_filter
 from curator.io.files import discover
 from curator.io.partitions import Part
-from curator.io.tasks import Work, process
 from curator.io.writers import OutputTarget
+from curator.stages import Work, process
 from tests.conftest import DOCS, write_jsonl
 
 TEXTS = [text for _, text in DOCS]

@@ -9,7 +9,7 @@ import math
 import posixpath
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -19,18 +19,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curator.classifiers.base import DistributedDataClassifier
 from curator.columns import (
     ERROR_COLUMN,
     LINE_COLUMN,
     RAW_COLUMN,
     REPAIRED_ATTR,
     STAGE_COLUMN,
-    STATS_ATTR,
     data_columns,
     unescape,
 )
-from curator.filters import Filter
 from curator.io.lock import temporary_suffix
 from curator.io.schema import as_json_text, infer_field, is_json_text
 
@@ -294,28 +291,31 @@ def write_partition(
     frame: pd.DataFrame,
     spec: Unit,
     target: OutputTarget,
-    flt: Filter,
-    classifiers: Sequence[DistributedDataClassifier],
-) -> dict[str, Any]:
-    """Route every row of a classified partition to exactly one place; return the (small) counts.
+    keep: np.ndarray | None = None,
+    types: dict[str, pa.DataType] | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Route every row of a classified partition to exactly one place; return the counts and the rows
+    written or filtered (not quarantined).
 
-    Rows are encoded for the output format first: a row with a value the format (or the run's Parquet
-    schema) cannot hold is quarantined at stage `write` with the reason; the others are written.
+    `keep` (one flag per row; None: keep all) says which good rows go to the data file and which to
+    `_filtered/`. Rows are encoded for the output format first: a row with a value the format (or
+    the run's Parquet schema) cannot hold is quarantined at stage `write` with the reason; the others
+    are written. `types` fixes the classifier columns' Arrow types when the run has no schema.
     """
     started = time.perf_counter()
     fs = target.fs
     frame = frame.reset_index(drop=True)
     if ERROR_COLUMN not in frame.columns:
         frame[ERROR_COLUMN] = None
+    keep = np.ones(len(frame), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
     fmt = target.format or spec.format
-    types: dict[str, pa.DataType] = {}
-    for clf in classifiers:
-        types.update(clf.output_types())
     good_rows = np.flatnonzero(frame[ERROR_COLUMN].isna().to_numpy())
     schema = target.schema if fmt == "parquet" else None
     if fmt == "parquet" and schema is None:  # Python API: this partition's types, classifier columns fixed
         inferred, _ = encode_parquet(frame.iloc[good_rows], None)
-        fixed = [pa.field(f.name, types[f.name]) if f.name in types else f for f in inferred.schema]
+        fixed = [
+            pa.field(f.name, (types or {})[f.name]) if f.name in (types or {}) else f for f in inferred.schema
+        ]
         schema = pa.schema(fixed)
     payload, failed = _encode(frame.iloc[good_rows], fmt, schema)
     if failed:
@@ -324,18 +324,15 @@ def write_partition(
         for position, reason in failed.items():
             errors[good_rows[position]], stages[good_rows[position]] = reason, "write"
         frame[ERROR_COLUMN], frame[STAGE_COLUMN] = errors, stages
-    bad = frame[ERROR_COLUMN].notna().to_numpy()
     writable = np.array([i not in failed for i in range(len(good_rows))], dtype=bool)
-    good = frame[~bad]
-    keep = flt.mask(good) if flt.active else np.ones(len(good), dtype=bool)
-    keep_all = np.zeros(len(good_rows), dtype=bool)
-    keep_all[np.flatnonzero(writable)] = keep
+    kept = writable & keep[good_rows]
     name = spec.output_name(fmt)
     outputs = [name]
-    _put(fs, target.location(name), fmt, _select(payload, fmt, keep_all))
+    _put(fs, target.location(name), fmt, _select(payload, fmt, kept))
     if target.write_filtered:
         outputs.append(f"{FILTERED}/{name}")
-        _put(fs, target.location(outputs[-1]), fmt, _select(payload, fmt, writable & ~keep_all))
+        _put(fs, target.location(outputs[-1]), fmt, _select(payload, fmt, writable & ~kept))
+    bad = frame[ERROR_COLUMN].notna().to_numpy()
     quarantine = target.location(f"{QUARANTINE}/{spec.name}.jsonl")
     if bad.any():
         outputs.append(f"{QUARANTINE}/{spec.name}.jsonl")
@@ -343,27 +340,20 @@ def write_partition(
         atomic_write(fs, quarantine, lambda handle: _write_jsonl(handle, records))
     elif fs.exists(quarantine):  # left by an earlier run over a since-changed input
         fs.rm(quarantine)
-    labels = {
-        column: {str(k): int(v) for k, v in good[column].value_counts().items()}
-        for clf in classifiers
-        for column in clf.report_columns
-    }
-    stages = Counter(_stages(frame[bad]))
-    return {
+    counts = {
         "unit": spec.name,
         "input": spec.path,
         "output": name,
         "outputs": outputs,
         "read": len(frame),
-        "written": int(keep.sum()),
-        "filtered": int((~keep).sum()),
+        "written": int(kept.sum()),
+        "filtered": int((writable & ~kept).sum()),
         "quarantined": int(bad.sum()),
-        "quarantined_by_stage": dict(stages),
+        "quarantined_by_stage": dict(Counter(_stages(frame[bad]))),
         "repaired": int(frame.attrs.get(REPAIRED_ATTR, 0)),
-        "labels": labels,
-        "classify": dict(frame.attrs.get(STATS_ATTR, {})),
         "write_seconds": time.perf_counter() - started,
     }
+    return counts, ~bad
 
 
 def _stages_all(frame: pd.DataFrame) -> np.ndarray:

@@ -1,0 +1,99 @@
+"""Running the tasks: each runs the stages of its own unit(s) (curator.stages) — a file, a part of a
+large file, or a group of small files — and hands back only small counts, so memory per worker stays
+bounded whatever the dataset size. One executor per way of running (this process, or a Dask cluster);
+outcomes are yielded as tasks finish, so the caller can record each one at once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import dask
+from distributed import Client, as_completed
+
+from curator.io.partitions import Part, count_lines
+from curator.stages import Work, process
+
+Outcome = tuple[list[Part], Any]  # the task's units, and their counts or the exception that failed it
+
+
+def _jsonl_lines(parts: Sequence[Part], known: dict[str, int]) -> Callable[[Part], int]:
+    """First line number of a part: 1 + the lines of its file's earlier parts (known, else counted)."""
+    siblings: dict[str, list[Part]] = {}
+    for part in parts:
+        siblings.setdefault(part.path, []).append(part)
+
+    def lines(part: Part) -> int:
+        if part.name not in known:
+            known[part.name] = count_lines(part)
+        return known[part.name]
+
+    def first_line(part: Part) -> int:
+        if not part.counted:
+            return 1
+        return 1 + sum(lines(p) for p in siblings[part.path][: part.index])
+
+    return first_line
+
+
+def _delayed_first_lines(parts: Sequence[Part], known: dict[str, int], run_id: str) -> dict[str, Any]:
+    """First line numbers as a chain of small counting tasks that runs alongside the classification."""
+    firsts: dict[str, Any] = {}
+    running: Any = 1
+    for part in parts:
+        if not part.counted:
+            running = 1
+        firsts[part.name] = running
+        if part.format == "jsonl" and part.index is not None and part.index < part.count - 1:
+            spanned = known.get(part.name)
+            if spanned is None:
+                key = f"lines-{part.name}-{run_id}"
+                spanned = dask.delayed(count_lines, pure=True)(part, dask_key_name=key)
+            running = running + spanned
+    return firsts
+
+
+def run_sync(
+    groups: list[list[Part]], parts: Sequence[Part], work: Work, known: dict[str, int]
+) -> Iterator[Outcome]:
+    """In this process, in order (cluster=sync): each task's outcome as it finishes."""
+    first_line = _jsonl_lines(parts, known)
+    for group in groups:
+        try:
+            stats = process(group, [first_line(p) for p in group], work)
+        except Exception as err:  # recorded and reported; the other units still run
+            yield group, err
+            continue
+        known.update({s["unit"]: s["lines"] for s in stats if s.get("lines") is not None})
+        yield group, stats
+
+
+def run_distributed(
+    client: Client,
+    groups: list[list[Part]],
+    parts: Sequence[Part],
+    work: Work,
+    known: dict[str, int],
+    retries: int,
+) -> Iterator[Outcome]:
+    """On the cluster: each task's outcome as it completes (lost workers' tasks run again elsewhere)."""
+    run_id = uuid.uuid4().hex[:8]
+    firsts = _delayed_first_lines(parts, known, run_id)
+    shared = dask.delayed(work, name=f"curator-work-{run_id}")
+    tasks = [
+        dask.delayed(process, pure=False)(
+            group, [firsts[p.name] for p in group], shared, dask_key_name=f"classify-{group[0].name}-{run_id}"
+        )
+        for group in groups
+    ]
+    futures = client.compute(tasks, retries=retries)
+    by_key = {future.key: group for future, group in zip(futures, groups, strict=True)}
+    for future in as_completed(futures):
+        group = by_key.pop(future.key)
+        try:
+            yield group, future.result()
+        except Exception as err:
+            yield group, err
+        finally:
+            future.release()
