@@ -18,14 +18,13 @@ import pandas as pd
 
 from curator.classifiers.base import ERROR_COLUMN, DistributedDataClassifier
 from curator.cluster import ensure_client
-from curator.errors import ConfigError
+from curator.errors import ConfigError, SettingTypeError
 from curator.io.files import InputFile, discover
 from curator.io.partitions import Part, as_part, count_lines, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import HIDDEN_PREFIX, mark_bad_text, read_file
 from curator.io.writers import OutputTarget
 from curator.report import summarise
 from curator.stages import write
-from curator.validate import SettingTypeError
 
 
 @contextmanager

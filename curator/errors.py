@@ -11,3 +11,7 @@ class ConfigError(UserError, ValueError):
 
 class InputNotFoundError(UserError, FileNotFoundError):
     """dataset.path names nothing readable."""
+
+
+class SettingTypeError(UserError, TypeError):
+    """A Python API argument of the wrong type (the message names the argument and what it takes)."""

@@ -71,6 +71,12 @@ def format_summary(summary: dict[str, Any], top: int = 10) -> str:
         f"({summary['files']} file(s))",
         f"Throughput {summary['docs_per_second']} docs/s over {summary['seconds']} s",
     ]
+    stages = summary.get("quarantined_by_stage") or {}
+    if stages or summary.get("repaired"):
+        where = ", ".join(f"{stage} {count}" for stage, count in sorted(stages.items())) or "none"
+        lines.append(
+            f"Quarantined by stage: {where}; repaired (invalid text → U+FFFD): {summary.get('repaired', 0)}"
+        )
     for column, counts in summary["labels"].items():
         shown = list(counts.items())[:top]
         rest = len(counts) - len(shown)

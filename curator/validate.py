@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from curator.config import ClassifierConfig, ClusterConfig, Config, DatasetConfig, InferenceConfig
-from curator.errors import ConfigError, UserError
+from curator.errors import ConfigError
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset.format": (None, "jsonl", "parquet"),
@@ -28,10 +28,6 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 # A worker process holds Python, torch, the tokenizer and the model: below this it dies while loading.
 MIN_WORKER_MEMORY = 2**30
 MEMORY_KINDS = ("local", "local_cuda")  # the kinds that pass cluster.memory_limit to their workers
-
-
-class SettingTypeError(UserError, TypeError):
-    """A Python API argument of the wrong type (the message names the argument and what it takes)."""
 
 
 def _show(value: Any) -> str:

@@ -15,8 +15,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifier
 from curator.config import ClassifierConfig, InferenceConfig
-from curator.errors import ConfigError
-from curator.validate import SettingTypeError, classifier_problems, inference_problems, raise_problems
+from curator.errors import ConfigError, SettingTypeError
+from curator.validate import classifier_problems, inference_problems, raise_problems
 
 DEVICE_TYPES = (None, "cpu", "cuda")
 
