@@ -33,7 +33,7 @@ from curator.io.lock import own_output
 from curator.io.manifest import SUMMARY, Manifest, open_manifest, signature
 from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import read_file
-from curator.io.schema import plan_schema
+from curator.io.schema import plan_schema, settle_schema
 from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
 from curator.report import format_summary, save_summary, summarise
@@ -246,6 +246,8 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     )
     with own_output(root):  # marker + lock: a second run on this folder stops here
         manifest = open_manifest(root, run_settings(cfg), cfg.output.mode)
+        schema = settle_schema(manifest.fs, manifest.root, schema, resuming=bool(manifest.entries))
+        work = dataclasses.replace(work, target=dataclasses.replace(target, schema=schema))
         return _process(cfg, run_dir, started, (files, parts), manifest, work)
 
 

@@ -302,3 +302,20 @@ def test_a_failure_not_tied_to_rows_still_fails_the_unit(make_config, tmp_path: 
     with pytest.raises(RuntimeError, match="template file missing"):
         process([Part(discover(str(path))[0])], [1], _work(make_config, tmp_path / "out", BrokenTemplate))
     assert not (tmp_path / "out" / "a.jsonl").exists()
+
+
+def test_a_resumed_run_keeps_the_schema_of_its_first_files(make_config, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a.jsonl", [{"text": TEXTS[0], "n": 1}])
+    write_jsonl(folder / "b.jsonl", [{"text": TEXTS[1], "n": 2}])
+    cfg = make_config(f"dataset.path={folder}", "output.format=parquet")
+    pipeline.run(cfg)
+    out = tmp_path / "out"
+    first = pq.read_schema(out / "a.parquet")
+    write_jsonl(folder / "b.jsonl", [{"text": TEXTS[1], "n": 2.5, "z": "new"}, {"text": TEXTS[2], "n": 3}])
+    summary = pipeline.run(cfg)  # a is skipped, the changed b is done again
+    assert summary["units"] == {"skipped": 1, "done": 1}
+    assert pq.read_schema(out / "b.parquet") == first == pq.read_schema(out / "a.parquet")
+    assert pq.read_table(out / "b.parquet").column("n").to_pylist() == [3]
+    assert [q["line"] for q in quarantine(out, "b")] == [1]  # 2.5 and "z" do not fit the first files' schema
+    adds_up(summary)

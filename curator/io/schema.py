@@ -145,3 +145,25 @@ def plan_schema(
     if frames:
         inputs.append(sample_schema(frames))
     return run_schema(inputs, outputs)
+
+
+SCHEMA_FILE = ".curator/schema.arrow"  # the schema the run's first Parquet files were written with
+
+
+def settle_schema(fs: Any, root: str, planned: pa.Schema | None, resuming: bool) -> pa.Schema | None:
+    """The schema this run writes with: the one its earlier files have when it resumes, else `planned`.
+
+    An input that changed between two runs is planned anew, but the files already written keep the
+    first run's schema: reusing it keeps one schema per output folder.
+    """
+    path = f"{root}/{SCHEMA_FILE}"
+    if resuming and planned is not None and fs.exists(path):
+        return pa.ipc.read_schema(pa.py_buffer(fs.cat_file(path)))
+    if planned is not None:
+        from curator.io.writers import atomic_write
+
+        data = planned.serialize().to_pybytes()
+        atomic_write(fs, path, lambda handle: handle.write(data))
+    elif fs.exists(path):
+        fs.rm(path)
+    return planned
