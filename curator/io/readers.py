@@ -310,6 +310,8 @@ def fill_ids(frame: pd.DataFrame, stem: str, id_field: str) -> pd.DataFrame:
         frame.insert(0, id_field, made)
         return frame
     ids = frame[id_field]
+    if isinstance(ids.dtype, pd.ArrowDtype) and not pa.types.is_string(ids.dtype.pyarrow_dtype):
+        return frame  # typed ids (Parquet int64, ...): a null stays null rather than become a string
     missing = ids.isna().to_numpy()
     if missing.any():  # records without an id (absent or null) among records that have one
         values = ids.astype(object).to_numpy(copy=True)
