@@ -149,6 +149,18 @@ class OutputConfig:
     # resume: skip units .curator/manifest.jsonl lists as done (same config fingerprint only);
     # overwrite: delete what the previous run recorded, then start afresh; error: refuse a used folder
     mode: str = "resume"
+    # all: the documents with the classifiers' columns; attributes: the id and the classifiers' columns
+    # only, one row per input record in input order (plus a boolean `keep` column when a filter is set)
+    content: str = "all"
+    compression: str | None = None  # none | gzip | zstd; null: as each input (.gz, .zst), Parquet snappy
+    row_group_size: int | None = None  # Parquet rows per row group; null: pyarrow's default
+
+
+@dataclass
+class MixConfig:
+    """task=mix: join attribute files onto the documents and filter, without running a model."""
+
+    attributes: str | None = None  # the output.path of a run with output.content=attributes
 
 
 @dataclass
@@ -162,6 +174,8 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     quiet: bool = False  # no summary table on stdout
+    task: str = "classify"  # classify | mix (attributes of an earlier run + the filter, no model)
+    mix: MixConfig = field(default_factory=MixConfig)
 
 
 def package_data(name: str) -> str:

@@ -33,12 +33,12 @@ from curator.io.lock import own_output
 from curator.io.manifest import SUMMARY, Manifest, open_manifest, signature
 from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import read_file
-from curator.io.schema import plan_schema, settle_schema
+from curator.io.schema import attribute_schema, plan_schema, settle_schema
 from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
 from curator.report import format_summary, save_summary, summarise
 from curator.report_html import render, save_html_report
-from curator.stages import Work
+from curator.stages import KEEP_COLUMN, Work
 from curator.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,21 @@ class RunFailedError(UserError, RuntimeError):
     """Some units failed for good; the finished ones are recorded, so a rerun resumes."""
 
 
+def mix_source(cfg: Config) -> str | None:
+    """task=mix: the attribute folder (absolute for local paths); None for classify runs."""
+    if cfg.task != "mix" or not cfg.mix.attributes:
+        return None
+    path = str(cfg.mix.attributes)
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
 def output_path(cfg: Config) -> str:
     """The data folder: configured, or derived from dataset + classifiers (no timestamp: reruns resume)."""
     if cfg.output.path:
         path = str(cfg.output.path)
         return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-    return os.path.abspath(os.path.join("outputs", "data", cfg.dataset.name, "+".join(cfg.classifier)))
+    name = "+".join(cfg.classifier) + ("-mixed" if cfg.task == "mix" else "")
+    return os.path.abspath(os.path.join("outputs", "data", cfg.dataset.name, name))
 
 
 # ---- start-up checks ---------------------------------------------------------------------------
@@ -172,6 +181,13 @@ def run_settings(cfg: Config) -> dict[str, Any]:
         },
         "filter": _plain(cfg.filter),
         "output_format": cfg.output.format,
+        **({"mix": {"attributes": mix_source(cfg)}} if cfg.task == "mix" else {}),
+        # only when not the defaults: output folders of earlier versions keep their fingerprint
+        **{
+            f"output_{key}": getattr(cfg.output, key)
+            for key, default in (("content", "all"), ("compression", None), ("row_group_size", None))
+            if getattr(cfg.output, key) != default
+        },
         "dataset": {
             "text_field": cfg.dataset.text_field,
             "id_field": cfg.dataset.id_field,
@@ -233,7 +249,19 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
     outputs = {c: t for clf in classifiers for c, t in clf.output_types().items()}
     schema = plan_schema(files, cfg.output.format, outputs, cfg.dataset.id_field, cfg.dataset.invalid_text)
-    target = OutputTarget(root, cfg.output.format, cfg.filter.write_filtered, schema)
+    keep_column = KEEP_COLUMN if cfg.output.content == "attributes" and flt.active else None
+    if cfg.output.content == "attributes":
+        schema = attribute_schema(schema, cfg.dataset.id_field, outputs, keep_column)
+    target = OutputTarget(
+        root,
+        cfg.output.format,
+        cfg.filter.write_filtered,
+        schema,
+        compression=cfg.output.compression,
+        row_group_size=cfg.output.row_group_size,
+        content=cfg.output.content,
+        keep_column=keep_column,
+    )
     check_names(parts, target)
     work = Work(
         tuple(classifiers),
@@ -243,6 +271,7 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         cfg.dataset.id_field,
         reader,
         cfg.dataset.invalid_text,
+        attributes=mix_source(cfg),
     )
     with own_output(root):  # marker + lock: a second run on this folder stops here
         manifest = open_manifest(root, run_settings(cfg), cfg.output.mode)

@@ -7,29 +7,38 @@ rows), so what crosses the cluster stays small whatever the dataset size.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.columns import (
     ERROR_COLUMN,
+    LINE_COLUMN,
     LINES_ATTR,
+    RAW_COLUMN,
     REPAIRED_ATTR,
     STAGE_COLUMN,
     STATS_ATTR,
     data_columns,
+    escape,
     unescape,
 )
 from curator.errors import ConfigError
 from curator.filters import Filter
 from curator.inference.isolation import classify_isolated
+from curator.io.files import InputFile, detect_format
 from curator.io.partitions import Part
 from curator.io.readers import mark_bad_text, read_file
 from curator.io.writers import OutputTarget, Unit, write_partition
+
+ATTRIBUTE_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
+KEEP_COLUMN = "keep"  # attribute files with a filter: True kept, False filtered out, null quarantined
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class Work:
     id_field: str
     reader: Callable[..., pd.DataFrame] = read_file  # dataset.backend's partition reader
     invalid_text: str = "quarantine"  # dataset.invalid_text
+    attributes: str | None = None  # task=mix: the attribute folder whose columns replace the classifiers
 
 
 # ---- read --------------------------------------------------------------------------------------
@@ -95,6 +105,46 @@ def classify(
     return frames
 
 
+def join_attributes(frame: pd.DataFrame, part: Part, work: Work) -> pd.DataFrame:
+    """task=mix: the classifiers' columns from the unit's attribute file (row i = record i), no model."""
+    assert work.attributes is not None
+    fs, root = fsspec.core.url_to_fs(work.attributes)
+    names = [posixpath.join(root, part.name + suffix) for suffix in ATTRIBUTE_SUFFIXES]
+    found = next((n for n in names if fs.isfile(n)), None)
+    if found is None:
+        raise ConfigError(
+            f"No attribute file for {part.path} ({part.name}) in {work.attributes}: classify it with "
+            "output.content=attributes and the same dataset.blocksize first."
+        )
+    source = InputFile(fs.unstrip_protocol(found), detect_format(found) or "jsonl", part.name)
+    attrs = read_file(source, None, None)
+    ident = escape(work.id_field)
+    if len(attrs) != len(frame) or (
+        ident in attrs.columns and attrs[ident].astype(str).tolist() != frame[ident].astype(str).tolist()
+    ):
+        raise ConfigError(
+            f"{found} does not match {part.path} row for row ({len(attrs)} vs {len(frame)} rows, or other "
+            "ids): the documents changed since they were classified; classify them again."
+        )
+    types = {column: kind for clf in work.classifiers for column, kind in clf.output_types().items()}
+    missing = [c for c in types if c not in attrs.columns]
+    if missing:
+        raise ConfigError(f"{found} has no column(s) {missing}: mix with the classifiers it was made with.")
+    for clf in work.classifiers:
+        typed = clf._typed(attrs[list(clf.output_types())].copy())
+        for column in typed:
+            frame[column] = pd.Series(typed[column].array, index=frame.index)
+    unlabelled = attrs[list(types)].isna().all(axis=1).to_numpy() & frame[ERROR_COLUMN].isna().to_numpy()
+    if unlabelled.any():  # quarantined when classified: the reason is in the attributes' _quarantine/
+        errors = frame[ERROR_COLUMN].to_numpy(dtype=object, copy=True)
+        stages = frame[STAGE_COLUMN].to_numpy(dtype=object, copy=True)
+        errors[unlabelled] = f"no attributes in {found} (quarantined when classified)"
+        stages[unlabelled] = "classify"
+        frame[ERROR_COLUMN], frame[STAGE_COLUMN] = errors, stages
+    frame.attrs[STATS_ATTR] = {}
+    return frame
+
+
 # ---- decide ------------------------------------------------------------------------------------
 def decide(frame: pd.DataFrame, flt: Filter) -> np.ndarray:
     """One keep flag per row (the filter over good rows; quarantined rows are never kept)."""
@@ -107,16 +157,37 @@ def decide(frame: pd.DataFrame, flt: Filter) -> np.ndarray:
 
 
 # ---- write -------------------------------------------------------------------------------------
+def attributes(
+    frame: pd.DataFrame, id_field: str, types: dict[str, Any], keep_column: str | None, keep: Any
+) -> pd.DataFrame:
+    """The id and the classifiers' columns of every row (plus the keep flags), for an attribute file."""
+    hidden = [c for c in (ERROR_COLUMN, STAGE_COLUMN, RAW_COLUMN, LINE_COLUMN) if c in frame.columns]
+    out = frame[[escape(id_field), *types, *hidden]].copy()
+    if keep_column:
+        flags = pd.array(np.asarray(keep, dtype=bool), dtype="boolean")
+        flags[out[ERROR_COLUMN].notna().to_numpy()] = pd.NA  # quarantined: neither kept nor dropped
+        out.insert(1 + len(types), keep_column, flags)
+    out.attrs = frame.attrs
+    return out
+
+
 def write(
     frame: pd.DataFrame,
     unit: Unit,
     target: OutputTarget,
     classifiers: Sequence[DistributedDataClassifier],
     keep: np.ndarray | None = None,
+    id_field: str = "id",
 ) -> dict[str, Any]:
-    """Write a classified unit; its counts, with label counts of the rows that were not quarantined."""
+    """Write a classified unit (documents, or attributes); its counts, with label counts of the rows
+    that were not quarantined."""
     types = {column: kind for clf in classifiers for column, kind in clf.output_types().items()}
-    counts, written = write_partition(frame, unit, target, keep, types)
+    if target.content == "attributes":
+        flags = np.ones(len(frame), dtype=bool) if keep is None else keep
+        aligned = attributes(frame, id_field, types, target.keep_column, flags)
+        counts, written = write_partition(aligned, unit, target, keep, types, aligned=True)
+    else:
+        counts, written = write_partition(frame, unit, target, keep, types)
     rows = frame[written]
     labels = {
         column: {str(k): int(v) for k, v in rows[column].value_counts().items()}
@@ -131,10 +202,13 @@ def process(parts: list[Part], first_lines: list[int], work: Work) -> list[dict[
     frames = read(parts, first_lines, work)
     lines = [frame.attrs.get(LINES_ATTR) for frame in frames]
     repaired = [frame.attrs.get(REPAIRED_ATTR, 0) for frame in frames]
-    frames = classify(frames, work.classifiers)
+    if work.attributes is None:
+        frames = classify(frames, work.classifiers)
+    else:
+        frames = [join_attributes(f, p, work) for f, p in zip(frames, parts, strict=True)]
     stats = []
     for part, frame, spanned, fixed in zip(parts, frames, lines, repaired, strict=True):
         frame.attrs[REPAIRED_ATTR] = fixed
-        counts = write(frame, part, work.target, work.classifiers, decide(frame, work.flt))
+        counts = write(frame, part, work.target, work.classifiers, decide(frame, work.flt), work.id_field)
         stats.append({**counts, "lines": spanned})
     return stats

@@ -24,6 +24,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "inference.quantize": (None, "int8"),
     "output.format": (None, "jsonl", "parquet"),
     "output.mode": ("resume", "overwrite", "error"),
+    "output.content": ("all", "attributes"),
+    "task": ("classify", "mix"),
+    "output.compression": (None, "none", "gzip", "zstd"),
 }
 # A worker process holds Python, torch, the tokenizer and the model: below this it dies while loading.
 MIN_WORKER_MEMORY = 2**30
@@ -202,6 +205,16 @@ def config_problems(cfg: Config) -> list[str]:
     problems.extend(inference_problems(cfg.inference))
     problems.extend(choice("output.format", cfg.output.format))
     problems.extend(choice("output.mode", cfg.output.mode))
+    problems.extend(choice("output.content", cfg.output.content))
+    problems.extend(choice("task", cfg.task))
+    if cfg.task == "mix" and not cfg.mix.attributes:
+        problems.append(
+            "task=mix needs mix.attributes: the output.path of a run with output.content=attributes"
+        )
+    if cfg.task == "mix" and cfg.output.content == "attributes":
+        problems.append("task=mix writes documents: leave output.content=all")
+    problems.extend(choice("output.compression", cfg.output.compression))
+    problems.extend(at_least("output.row_group_size", cfg.output.row_group_size, 1, optional=True))
     return problems
 
 

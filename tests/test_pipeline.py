@@ -20,8 +20,8 @@ from tests.conftest import DOCS, compose_config, write_jsonl
 
 def read_outputs(folder: Path, suffix: str = ".jsonl") -> dict[str, pd.DataFrame]:
     """Every output file of a folder (not subfolders), keyed by name."""
-    if suffix == ".jsonl":
-        return {p.name: pd.read_json(p, lines=True, dtype=False) for p in sorted(folder.glob("*.jsonl"))}
+    if suffix == ".jsonl":  # plain and compressed (a .gz input is written .gz)
+        return {p.name: pd.read_json(p, lines=True, dtype=False) for p in sorted(folder.glob("*.jsonl*"))}
     return {p.name: pd.read_parquet(p) for p in sorted(folder.glob(f"*{suffix}"))}
 
 
@@ -30,7 +30,7 @@ def test_default_run_classifies_every_file(make_config, docs_dir: Path, tmp_path
     summary = pipeline.run(cfg, run_dir=str(tmp_path / "run"))
     out = tmp_path / "out"
     outputs = read_outputs(out)
-    assert sorted(outputs) == ["a.jsonl", "b.jsonl", "c.jsonl"]
+    assert sorted(outputs) == ["a.jsonl", "b.jsonl", "c.jsonl.gz"]  # compressed as its input was
     frame = pd.concat(outputs.values())
     assert list(frame.columns) == ["id", "gold", "text", "domain_pred", "domain_score"]
     assert sorted(frame["id"]) == sorted(f"d{i}" for i in range(len(DOCS)))

@@ -167,3 +167,14 @@ def settle_schema(fs: Any, root: str, planned: pa.Schema | None, resuming: bool)
     elif fs.exists(path):
         fs.rm(path)
     return planned
+
+
+def attribute_schema(
+    full: pa.Schema | None, id_field: str, outputs: dict[str, pa.DataType], keep_column: str | None
+) -> pa.Schema | None:
+    """Attribute files' schema: the id (typed as the inputs have it), the classifiers' columns, keep."""
+    if full is None:
+        return None
+    ident = full.field(id_field) if id_field in full.names else pa.field(id_field, pa.string())
+    fields = [ident, *(pa.field(name, kind) for name, kind in outputs.items())]
+    return pa.schema(fields + ([pa.field(keep_column, pa.bool_())] if keep_column else []))

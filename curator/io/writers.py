@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import decimal
+import gzip
 import json
 import math
 import posixpath
@@ -32,6 +33,8 @@ from curator.io.lock import temporary_suffix
 from curator.io.schema import as_json_text, infer_field, is_json_text
 
 JSON_ROWS = 10_000  # JSONL is serialised this many rows at a time (no whole-partition string)
+INPUT_CODECS = {".gz": "gzip", ".zst": "zstd"}  # a compressed input is written compressed the same way
+JSONL_CODEC_SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
 QUARANTINE = "_quarantine"  # `_`: Arrow, pandas and Dask skip it when reading the folder as a dataset
 FILTERED = "_filtered"
 
@@ -56,6 +59,25 @@ class OutputTarget:
     format: str | None = None
     write_filtered: bool = False
     schema: pa.Schema | None = None  # the run's Parquet schema (one for every Parquet file of the run)
+    compression: str | None = None  # none | gzip | zstd; None: as the input (JSONL), snappy (Parquet)
+    row_group_size: int | None = None  # Parquet rows per row group; None: pyarrow's default
+    content: str = "all"  # all: documents + new columns; attributes: id + new columns, every row
+    keep_column: str | None = None  # attributes with a filter: the column of keep flags
+
+    def fmt(self, spec: Unit) -> str:
+        """The format a unit is written in."""
+        return self.format or spec.format
+
+    def codec(self, spec: Unit) -> str | None:
+        """A unit's compression: the configured one, else its input's (gzip, zstd), else none."""
+        if self.compression is not None:
+            return None if self.compression == "none" else self.compression
+        return INPUT_CODECS.get(posixpath.splitext(spec.path.lower())[1])
+
+    def data_name(self, spec: Unit) -> str:
+        """A unit's data file name: its own name, the format's suffix, and `.gz`/`.zst` for JSONL."""
+        name, codec = spec.output_name(self.fmt(spec)), self.codec(spec)
+        return name + JSONL_CODEC_SUFFIXES[codec] if self.fmt(spec) == "jsonl" and codec else name
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -264,12 +286,23 @@ def _write_jsonl(handle: IO[bytes], records: list[dict[str, Any]]) -> None:
 
 def output_names(spec: Unit, target: OutputTarget) -> list[str]:
     """Every relative output name a unit can have (what `overwrite` and a changed input remove)."""
-    name = spec.output_name(target.format or spec.format)
+    name = target.data_name(spec)
     return [name, f"{FILTERED}/{name}", f"{QUARANTINE}/{spec.name}.jsonl"]
 
 
 def _encode(frame: pd.DataFrame, fmt: str, schema: pa.Schema | None) -> tuple[Any, dict[int, str]]:
     return encode_jsonl(frame) if fmt == "jsonl" else encode_parquet(frame, schema)
+
+
+def _placeholders(payload: Any, fmt: str, frame: pd.DataFrame, rows: np.ndarray) -> Any:
+    """Aligned files keep a line for a row that could not be encoded: its first column (the id) alone."""
+    if fmt != "jsonl":
+        return payload  # Parquet: values that did not fit are already null
+    first = next(iter(_names(frame)), None)
+    return [
+        line or (json.dumps({unescape(str(first)): str(frame[first].iloc[row])}) + "\n").encode("utf-8")
+        for line, row in zip(payload, rows, strict=True)
+    ]
 
 
 def _select(payload: Any, fmt: str, mask: np.ndarray) -> Any:
@@ -278,13 +311,36 @@ def _select(payload: Any, fmt: str, mask: np.ndarray) -> Any:
     return payload.filter(pa.array(mask, type=pa.bool_()))
 
 
-def _put(fs: fsspec.AbstractFileSystem, path: str, fmt: str, payload: Any) -> None:
-    """Write encoded rows atomically: JSON lines, or a Arrow table as Parquet (no pandas metadata)."""
+def _put(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    fmt: str,
+    payload: Any,
+    codec: str | None = None,
+    row_group_size: int | None = None,
+) -> None:
+    """Write encoded rows atomically: JSON lines (plain, gzip or zstd), or an Arrow table as Parquet
+    (with that codec, snappy by default; no pandas metadata)."""
     if fmt == "jsonl":
-        atomic_write(fs, path, lambda handle: handle.writelines(payload))
+        atomic_write(fs, path, lambda handle: _write_lines(handle, payload, codec))
     else:
         table = payload.replace_schema_metadata(None)
-        atomic_write(fs, path, lambda handle: pq.write_table(table, handle))
+        options = {"compression": codec or "snappy", "row_group_size": row_group_size}
+        atomic_write(fs, path, lambda handle: pq.write_table(table, handle, **options))
+
+
+def _write_lines(handle: IO[bytes], lines: list[bytes], codec: str | None) -> None:
+    if codec is None:
+        handle.writelines(lines)
+    elif codec == "gzip":  # mtime 0: the same rows give the same bytes, run after run
+        with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as packed:
+            packed.writelines(lines)
+    else:
+        import zstandard
+
+        with zstandard.ZstdCompressor().stream_writer(handle, closefd=False) as packed:
+            for line in lines:  # its writer has no writelines
+                packed.write(line)
 
 
 def write_partition(
@@ -293,6 +349,7 @@ def write_partition(
     target: OutputTarget,
     keep: np.ndarray | None = None,
     types: dict[str, pa.DataType] | None = None,
+    aligned: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Route every row of a classified partition to exactly one place; return the counts and the rows
     written or filtered (not quarantined).
@@ -301,6 +358,8 @@ def write_partition(
     `_filtered/`. Rows are encoded for the output format first: a row with a value the format (or
     the run's Parquet schema) cannot hold is quarantined at stage `write` with the reason; the others
     are written. `types` fixes the classifier columns' Arrow types when the run has no schema.
+    `aligned` (attribute files): every row is written, in input order, quarantined ones with nulls,
+    so row i of the file belongs to record i of the input; no `_filtered/` file.
     """
     started = time.perf_counter()
     fs = target.fs
@@ -308,31 +367,44 @@ def write_partition(
     if ERROR_COLUMN not in frame.columns:
         frame[ERROR_COLUMN] = None
     keep = np.ones(len(frame), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
-    fmt = target.format or spec.format
-    good_rows = np.flatnonzero(frame[ERROR_COLUMN].isna().to_numpy())
+    fmt, codec = target.fmt(spec), target.codec(spec)
+    good = frame[ERROR_COLUMN].isna().to_numpy()
+    rows = np.arange(len(frame)) if aligned else np.flatnonzero(good)
     schema = target.schema if fmt == "parquet" else None
     if fmt == "parquet" and schema is None:  # Python API: this partition's types, classifier columns fixed
-        inferred, _ = encode_parquet(frame.iloc[good_rows], None)
+        inferred, _ = encode_parquet(frame.iloc[rows], None)
         fixed = [
             pa.field(f.name, (types or {})[f.name]) if f.name in (types or {}) else f for f in inferred.schema
         ]
         schema = pa.schema(fixed)
-    payload, failed = _encode(frame.iloc[good_rows], fmt, schema)
+    payload, failed = _encode(frame.iloc[rows], fmt, schema)
+    failed = {i: reason for i, reason in failed.items() if good[rows[i]]}  # bad rows: already quarantined
     if failed:
         frame = frame.copy()
         errors, stages = frame[ERROR_COLUMN].to_numpy(copy=True), _stages_all(frame)
         for position, reason in failed.items():
-            errors[good_rows[position]], stages[good_rows[position]] = reason, "write"
+            errors[rows[position]], stages[rows[position]] = reason, "write"
         frame[ERROR_COLUMN], frame[STAGE_COLUMN] = errors, stages
-    writable = np.array([i not in failed for i in range(len(good_rows))], dtype=bool)
-    kept = writable & keep[good_rows]
-    name = spec.output_name(fmt)
-    outputs = [name]
-    _put(fs, target.location(name), fmt, _select(payload, fmt, kept))
-    if target.write_filtered:
-        outputs.append(f"{FILTERED}/{name}")
-        _put(fs, target.location(outputs[-1]), fmt, _select(payload, fmt, writable & ~kept))
     bad = frame[ERROR_COLUMN].notna().to_numpy()
+    writable = ~bad[rows]
+    kept = writable & keep[rows]
+    name = target.data_name(spec)
+    outputs = [name]
+    if aligned:
+        _put(
+            fs,
+            target.location(name),
+            fmt,
+            _placeholders(payload, fmt, frame, rows),
+            codec,
+            target.row_group_size,
+        )
+    else:
+        _put(fs, target.location(name), fmt, _select(payload, fmt, kept), codec, target.row_group_size)
+    if target.write_filtered and not aligned:
+        outputs.append(f"{FILTERED}/{name}")
+        filtered = _select(payload, fmt, writable & ~kept)
+        _put(fs, target.location(outputs[-1]), fmt, filtered, codec, target.row_group_size)
     quarantine = target.location(f"{QUARANTINE}/{spec.name}.jsonl")
     if bad.any():
         outputs.append(f"{QUARANTINE}/{spec.name}.jsonl")
