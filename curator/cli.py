@@ -17,7 +17,7 @@ log = logging.getLogger("curator")
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://curator.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Compose the config, hand plain dataclasses to the pipeline, keep the report in Hydra's run dir."""
     from curator import pipeline
