@@ -10,9 +10,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger(__name__)
+from curator.report import COUNTS
 
-COUNTS = ("read", "written", "filtered", "quarantined")
+log = logging.getLogger(__name__)
 
 
 def job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:

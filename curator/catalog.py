@@ -43,7 +43,7 @@ PROMPT_COLUMNS = ["task_type_1", "task_type_2", "task_type_prob", *SCORED, COMPL
 
 def config_files(config_dirs: list[str]) -> dict[str, Path]:
     """classifier name → YAML file: the shipped ones, then the user's (which win on equal names)."""
-    folders = [Path(str(resources.files("curator") / "conf" / "classifier"))]
+    folders = [Path(str(resources.files("curator.conf") / "classifier"))]
     folders += [Path(d) / "classifier" for d in config_dirs]
     found: dict[str, Path] = {}
     for folder in folders:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 
@@ -14,10 +15,13 @@ from curator.config import register_configs, to_config
 from curator.errors import UserError
 
 log = logging.getLogger("curator")
+CONFIGS = "curator.conf"  # the top-level conf/ folder, installed as this package (see pyproject.toml)
 register_configs()
+if importlib.util.find_spec(CONFIGS) is None:  # e.g. an editable install made before conf/ moved
+    sys.exit(f"curator: the configs (package {CONFIGS}, folder conf/) are missing: pip install -e . again")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIGS}", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Compose the config, hand plain dataclasses to the pipeline, keep the report in Hydra's run dir."""
     from curator import pipeline

@@ -36,14 +36,13 @@ from curator.io.readers import read_file
 from curator.io.schema import attribute_schema, plan_schema, settle_schema
 from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
-from curator.report import format_summary, save_summary, summarise
+from curator.report import COUNTS, format_summary, save_summary, summarise
 from curator.report_html import render, save_html_report
 from curator.stages import KEEP_COLUMN, Work
 from curator.validate import check_config
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("read", "written", "filtered", "quarantined")
 HEAD_ROWS = 100  # records per file read at start-up to check the text field
 REPORT = "_report.html"  # the HTML report beside the outputs (also report.html in the run directory)
 

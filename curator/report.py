@@ -8,10 +8,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+COUNTS = ("read", "written", "filtered", "quarantined")  # per unit and per run: read = the other three
+
 
 def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str) -> dict[str, Any]:
     """Totals, label distributions and throughput of a run; read = written + filtered + quarantined."""
-    totals = {key: sum(s[key] for s in stats) for key in ("read", "written", "filtered", "quarantined")}
+    totals = {key: sum(s[key] for s in stats) for key in COUNTS}
     totals["repaired"] = sum(s.get("repaired") or 0 for s in stats)  # invalid text replaced with U+FFFD
     stages: Counter = Counter()
     for s in stats:

@@ -75,6 +75,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Pa
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), BertModel, minilm_path)
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tiny_bert: Path) -> str:
+    """The override that runs the default zero-shot classifier on the tiny BERT: fast, labels arbitrary."""
+    return f"classifier.zero_shot_domain.model={tiny_bert}"
+
+
 @pytest.fixture()
 def docs_dir(tmp_path: Path) -> Path:
     """Three JSONL files of unequal size (one gzipped) with a gold label per document."""

@@ -42,7 +42,7 @@ def start(*args: str, log: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_pipeline_runs_on_a_scheduler_and_workers_started_from_the_cli(
-    make_config, tmp_path: Path, tiny_bert: Path
+    make_config, tmp_path: Path, tiny_model: str
 ) -> None:
     scheduler_file = tmp_path / "scheduler.json"
     processes = [
@@ -86,7 +86,7 @@ def test_pipeline_runs_on_a_scheduler_and_workers_started_from_the_cli(
         summary = pipeline.run(
             make_config(
                 f"dataset.path={folder}",
-                f"classifier.zero_shot_domain.model={tiny_bert}",
+                tiny_model,
                 "cluster=scheduler",
                 f"cluster.scheduler_file={scheduler_file}",
                 "cluster.torch_threads=1",

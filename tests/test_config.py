@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,12 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from curator.config import Config
 from tests.conftest import compose_config
 
-CONF = Path(__file__).resolve().parent.parent / "curator" / "conf"
+CONF = Path(str(resources.files("curator.conf")))  # conf/ at the top level, installed as curator.conf
 REQUIRED = {"dataset/jsonl": ["dataset.path=/tmp/x"], "dataset/parquet": ["dataset.path=/tmp/x"]}
 
 
 def group_options() -> list[tuple[str, str]]:
-    """Every (group, option) pair shipped under curator/conf."""
+    """Every (group, option) pair shipped under conf/."""
     return [
         (group.name, option.stem)
         for group in sorted(p for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))

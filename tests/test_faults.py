@@ -66,10 +66,10 @@ def two_workers():
         yield client
 
 
-def _config(make_config, client: Client, folder: Path, tiny_bert: Path, *extra: str):
+def _config(make_config, client: Client, folder: Path, tiny_model: str, *extra: str):
     return make_config(
         f"dataset.path={folder}",
-        f"classifier.zero_shot_domain.model={tiny_bert}",
+        tiny_model,
         "cluster=scheduler",
         f"cluster.scheduler_address={client.scheduler.address}",
         *extra,
@@ -78,18 +78,17 @@ def _config(make_config, client: Client, folder: Path, tiny_bert: Path, *extra: 
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_task_has_it_rerun_elsewhere(
-    two_workers: Client, make_config, tmp_path: Path, tiny_bert: Path
+    two_workers: Client, make_config, tmp_path: Path, tiny_model: str
 ) -> None:
     folder = make_inputs(tmp_path / "in", large=True)
     marker = tmp_path / "killed"
     two_workers.register_plugin(KillOnTask("f3", str(marker)))
-    summary = pipeline.run(_config(make_config, two_workers, folder, tiny_bert, "dataset.blocksize=3000"))
+    summary = pipeline.run(_config(make_config, two_workers, folder, tiny_model, "dataset.blocksize=3000"))
     assert marker.exists() and len(marker.read_text().split()) == 1  # one worker process died
     parts = summary["parts"] - 6
     assert parts > 2 and summary["units"] == {"done": 6 + parts}
     assert summary["read"] == 6 * len(DOCS) * 2 + len(DOCS) * 20 + 2 and summary["quarantined"] == 1
-    model = f"classifier.zero_shot_domain.model={tiny_bert}"
-    pipeline.run(make_config(f"dataset.path={folder}", model, f"output.path={tmp_path / 'sync'}"))
+    pipeline.run(make_config(f"dataset.path={folder}", tiny_model, f"output.path={tmp_path / 'sync'}"))
     distributed, sync = read_all(tmp_path / "out"), read_all(tmp_path / "sync")
     assert list(sync) == [f"f{i}.jsonl" for i in range(6)] + ["large.jsonl"]
     large = [distributed.pop(f"large.part{i:04d}.jsonl") for i in range(parts)]  # put back together
@@ -105,14 +104,14 @@ def test_a_worker_killed_mid_task_has_it_rerun_elsewhere(
 
 @pytest.mark.slow
 def test_a_task_that_keeps_killing_workers_fails_the_run_naming_its_file_then_resumes(
-    two_workers: Client, make_config, tmp_path: Path, tiny_bert: Path
+    two_workers: Client, make_config, tmp_path: Path, tiny_model: str
 ) -> None:
     folder = make_inputs(tmp_path / "in")
     marker = tmp_path / "killed"
     killer = KillOnTask("f2", str(marker), every_time=True)
     two_workers.register_plugin(killer)
     with pytest.raises(pipeline.RunFailedError) as err:
-        pipeline.run(_config(make_config, two_workers, folder, tiny_bert))
+        pipeline.run(_config(make_config, two_workers, folder, tiny_model))
     message = str(err.value)
     assert str(folder / "f2.jsonl") in message and "KilledWorker" in message and "rerun" in message
     assert len(marker.read_text().split()) == 2  # it was tried twice, on two worker processes
@@ -125,7 +124,7 @@ def test_a_task_that_keeps_killing_workers_fails_the_run_naming_its_file_then_re
     assert [f["status"] for f in report["per_file"] if f["unit"] == "f2"] == ["failed"]
 
     two_workers.unregister_worker_plugin(killer.name)
-    summary = pipeline.run(_config(make_config, two_workers, folder, tiny_bert))
+    summary = pipeline.run(_config(make_config, two_workers, folder, tiny_model))
     assert summary["units"] == {"skipped": 5, "done": 1} and summary["read"] == 6 * len(DOCS) * 2
     assert sorted(read_all(out)) == [f"f{i}.jsonl" for i in range(6)]
 

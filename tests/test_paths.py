@@ -46,12 +46,11 @@ def rows(folder: Path, pattern: str = "*.jsonl") -> pd.DataFrame:
 
 
 @pytest.fixture()
-def config(make_config, tiny_bert: Path):
+def config(make_config, tiny_model: str):
     """A config over `path` writing to `out`, with the tiny model (synchronous cluster)."""
 
     def make(path: str | Path, out: str | Path, *extra: str):
-        model = f"classifier.zero_shot_domain.model={tiny_bert}"
-        return make_config(f"dataset.path={path}", f"output.path={out}", model, *extra)
+        return make_config(f"dataset.path={path}", f"output.path={out}", tiny_model, *extra)
 
     return make
 
@@ -237,14 +236,13 @@ def test_clean_up_removes_only_temporaries_of_dead_processes(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_a_second_run_on_the_same_output_stops_at_once_and_the_first_finishes(
-    config, tmp_path: Path, tiny_bert: Path
+    config, tmp_path: Path, tiny_model: str
 ) -> None:
     folder = tmp_path / "in"
     for i in range(6):
         write_jsonl(folder / f"part-{i}.jsonl", docs(4000, f"{i}-"))
     out = tmp_path / "out"
-    model = f"classifier.zero_shot_domain.model={tiny_bert}"
-    args = [f"dataset.path={folder}", f"output.path={out}", model, "cluster=sync", "quiet=true"]
+    args = [f"dataset.path={folder}", f"output.path={out}", tiny_model, "cluster=sync", "quiet=true"]
     first = _run_py([*args, "cluster.torch_threads=1"], tmp_path)
     try:
         deadline = time.monotonic() + 120
@@ -310,10 +308,10 @@ def test_a_file_list_that_is_not_utf8_is_a_user_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_run_py_prints_an_overlap_in_one_line_and_exits_2(tmp_path: Path, tiny_bert: Path) -> None:
+def test_run_py_prints_an_overlap_in_one_line_and_exits_2(tmp_path: Path, tiny_model: str) -> None:
     write_jsonl(tmp_path / "in" / "a.jsonl", docs(2, "a"))
     args = [f"dataset.path={tmp_path / 'in'}", f"output.path={tmp_path / 'in'}", "cluster=sync"]
-    result = _run_py([*args, f"classifier.zero_shot_domain.model={tiny_bert}"], tmp_path)
+    result = _run_py([*args, tiny_model], tmp_path)
     output, _ = result.communicate(timeout=180)
     assert result.returncode == 2, output[-2000:]
     assert "Traceback" not in output and "a run must never write where it reads" in output

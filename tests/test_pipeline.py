@@ -138,19 +138,18 @@ def test_two_classifiers_share_one_read_and_one_write(make_config, docs_dir: Pat
 
 @pytest.mark.slow
 def test_local_cluster_loads_the_model_once_per_worker_and_matches_sync(
-    make_config, tmp_path: Path, tiny_bert: Path
+    make_config, tmp_path: Path, tiny_model: str
 ) -> None:
     folder = tmp_path / "many"
     for i in range(5):
         write_jsonl(folder / f"f{i}.jsonl", [{"text": f"{text} {i}"} for _, text in DOCS])
-    model = f"classifier.zero_shot_domain.model={tiny_bert}"
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
         cfg = make_config(
             f"dataset.path={folder}",
-            model,
+            tiny_model,
             "cluster=scheduler",
             f"cluster.address={cluster.scheduler_address}",
         )
@@ -158,7 +157,7 @@ def test_local_cluster_loads_the_model_once_per_worker_and_matches_sync(
         loads = client.run(cache.load_count)
     assert list(loads.values()) == [2]  # one model + one tokenizer for 5 partitions
     distributed_out = read_outputs(tmp_path / "out")
-    pipeline.run(make_config(f"dataset.path={folder}", model, f"output.path={tmp_path / 'sync'}"))
+    pipeline.run(make_config(f"dataset.path={folder}", tiny_model, f"output.path={tmp_path / 'sync'}"))
     sync_out = read_outputs(tmp_path / "sync")
     assert distributed_summary["read"] == 5 * len(DOCS)
     for name, frame in sync_out.items():
@@ -223,15 +222,16 @@ def _all_rows(folder: Path) -> pd.DataFrame:
 
 
 def test_a_large_file_is_split_into_parts_with_the_same_rows_as_whole(
-    make_config, tmp_path: Path, tiny_bert: Path
+    make_config, tmp_path: Path, tiny_model: str
 ) -> None:
     folder = tmp_path / "in"
     path = write_jsonl(folder / "big.jsonl", _records(30))
     with path.open("ab") as handle:
         handle.write(b'{"text": broken\n{"text": "after the bad line"}\n')
-    model = f"classifier.zero_shot_domain.model={tiny_bert}"
-    split = pipeline.run(make_config(f"dataset.path={folder}", model, "dataset.blocksize=1000"))
-    whole = pipeline.run(make_config(f"dataset.path={folder}", model, f"output.path={tmp_path / 'whole'}"))
+    split = pipeline.run(make_config(f"dataset.path={folder}", tiny_model, "dataset.blocksize=1000"))
+    whole = pipeline.run(
+        make_config(f"dataset.path={folder}", tiny_model, f"output.path={tmp_path / 'whole'}")
+    )
     names = sorted(read_outputs(tmp_path / "out"))
     assert (
         len(names) >= 3
@@ -251,15 +251,14 @@ def test_a_large_file_is_split_into_parts_with_the_same_rows_as_whole(
     assert split["labels"] == whole["labels"]
 
 
-def test_parquet_row_groups_become_parts(make_config, tmp_path: Path, tiny_bert: Path) -> None:
+def test_parquet_row_groups_become_parts(make_config, tmp_path: Path, tiny_model: str) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     frame = pd.DataFrame(_records(40)).assign(n=np.arange(40, dtype=np.int16))
     pq.write_table(
         pa.Table.from_pandas(frame, preserve_index=False), folder / "rows.parquet", row_group_size=10
     )
-    model = f"classifier.zero_shot_domain.model={tiny_bert}"
-    summary = pipeline.run(make_config(f"dataset.path={folder}", model, "dataset.blocksize=1"))
+    summary = pipeline.run(make_config(f"dataset.path={folder}", tiny_model, "dataset.blocksize=1"))
     outputs = read_outputs(tmp_path / "out", ".parquet")
     assert sorted(outputs) == [f"rows.part{i:04d}.parquet" for i in range(4)]
     rows = pd.concat(outputs[name] for name in sorted(outputs))
@@ -268,14 +267,15 @@ def test_parquet_row_groups_become_parts(make_config, tmp_path: Path, tiny_bert:
 
 
 def test_small_files_grouped_per_task_still_write_one_output_each(
-    make_config, tmp_path: Path, tiny_bert: Path
+    make_config, tmp_path: Path, tiny_model: str
 ) -> None:
     folder = tmp_path / "in"
     for i in range(5):
         write_jsonl(folder / f"f{i}.jsonl", _records(3 + i, prefix=f"f{i}-"))
-    model = f"classifier.zero_shot_domain.model={tiny_bert}"
-    grouped = pipeline.run(make_config(f"dataset.path={folder}", model, "dataset.files_per_partition=3"))
-    single = pipeline.run(make_config(f"dataset.path={folder}", model, f"output.path={tmp_path / 'single'}"))
+    grouped = pipeline.run(make_config(f"dataset.path={folder}", tiny_model, "dataset.files_per_partition=3"))
+    single = pipeline.run(
+        make_config(f"dataset.path={folder}", tiny_model, f"output.path={tmp_path / 'single'}")
+    )
     grouped_out, single_out = read_outputs(tmp_path / "out"), read_outputs(tmp_path / "single")
     assert sorted(grouped_out) == sorted(single_out) == [f"f{i}.jsonl" for i in range(5)]
     for name, frame in single_out.items():

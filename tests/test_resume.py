@@ -45,14 +45,13 @@ def snapshot(out: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture()
-def resume_config(make_config, tmp_path: Path, tiny_bert: Path):
+def resume_config(make_config, tmp_path: Path, tiny_model: str):
     """Configs over the same inputs (split large file, a quarantined line) with the tiny model."""
     folder = make_inputs(tmp_path / "in")
 
     def make(out: str, *extra: str):
-        model = f"classifier.zero_shot_domain.model={tiny_bert}"
         return make_config(
-            f"dataset.path={folder}", model, "dataset.blocksize=1000", f"output.path={out}", *extra
+            f"dataset.path={folder}", tiny_model, "dataset.blocksize=1000", f"output.path={out}", *extra
         )
 
     return make
@@ -160,12 +159,11 @@ def _run_py(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_rerun_equals_a_clean_run(make_config, tmp_path: Path, tiny_bert: Path) -> None:
+def test_sigkill_mid_run_then_rerun_equals_a_clean_run(make_config, tmp_path: Path, tiny_model: str) -> None:
     folder = tmp_path / "in"
     for i in range(8):
         write_jsonl(folder / f"part-{i}.jsonl", [{"text": f"{DOCS[j % 6][1]} #{i}-{j}"} for j in range(400)])
-    model = f"classifier.zero_shot_domain.model={tiny_bert}"
-    common = [f"dataset.path={folder}", model, "cluster.torch_threads=1", "quiet=true"]
+    common = [f"dataset.path={folder}", tiny_model, "cluster.torch_threads=1", "quiet=true"]
     out = tmp_path / "out"
     # Killed: a LocalCluster run (client, scheduler and worker processes all die at once).
     local = ["cluster.n_workers=1", "cluster.dashboard_address=null"]

@@ -111,10 +111,10 @@ def test_boundary_and_default_values_are_accepted(make_config, overrides: list[s
     assert config_problems(make_config(*overrides)) == []
 
 
-def test_a_working_run_is_not_stopped(make_config, docs: Path, tiny_bert: Path) -> None:
+def test_a_working_run_is_not_stopped(make_config, docs: Path, tiny_model: str) -> None:
     cfg = make_config(
         "dataset=jsonl", f"dataset.path={docs}", "dataset.name=tiny", "output.format=parquet",
-        f"classifier.zero_shot_domain.model={tiny_bert}", "filter.min_score=0", "filter.max_score=1",
+        tiny_model, "filter.min_score=0", "filter.max_score=1",
     )  # fmt: skip
     assert pipeline.run(cfg)["written"] == 2
 

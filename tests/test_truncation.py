@@ -8,6 +8,7 @@ pipeline uses) pointed at a tiny checkpoint, and counts the tokens the model rec
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,7 @@ def test_aegis_reads_nemo_curators_4096(tiny_llama: Path, tiny_adapter: Path) ->
 
 
 def test_shipped_configs_derive_the_limit_instead_of_typing_it() -> None:
-    folder = Path(__file__).resolve().parent.parent / "curator" / "conf" / "classifier"
+    folder = Path(str(resources.files("curator.conf") / "classifier"))
     names = sorted(p.stem for p in folder.glob("*.yaml"))
     assert len(names) >= 13
     assert {name: classifier_config(name).max_length for name in names} == dict.fromkeys(names)

@@ -23,7 +23,7 @@ DEVICE_TYPES = (None, "cpu", "cuda")
 
 def classifier_config(name: str, **overrides: Any) -> ClassifierConfig:
     """A shipped classifier config (`conf/classifier/<name>.yaml`) with overrides; typos fail here."""
-    path = resources.files("curator") / "conf" / "classifier" / f"{name}.yaml"
+    path = resources.files("curator.conf") / "classifier" / f"{name}.yaml"
     try:
         node = OmegaConf.merge(
             OmegaConf.structured(ClassifierConfig), OmegaConf.load(str(path)), OmegaConf.create(overrides)

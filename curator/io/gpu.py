@@ -24,7 +24,7 @@ BACKENDS = ("pandas", "cudf")
 
 def require_cudf() -> Any:
     """Import cuDF now, so a missing RAPIDS install fails at start-up with what to install."""
-    from curator.cluster import GPU_HINT, require
+    from curator.optional import GPU_HINT, require
 
     return require("cudf", "dataset.backend=cudf", "gpu", GPU_HINT)
 

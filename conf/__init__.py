@@ -1,0 +1,1 @@
+"""Hydra configs: config.yaml and its groups, installed as the package `curator.conf` (see pyproject.toml)."""

@@ -1,0 +1,123 @@
+"""Start or join the Dask cluster a run uses: one module per cluster kind, worker tuning in `workers`.
+
+`connect(cfg)` is the one entry point the pipeline uses; the names re-exported here keep
+`from curator.cluster import ...` working for every caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import dask
+from distributed import Client, default_client
+
+from curator.cluster.base import Starter, dashboard, given
+from curator.cluster.local import start_local
+from curator.cluster.local_cuda import local_cuda_kwargs, start_local_cuda, visible_gpus
+from curator.cluster.memory import (
+    MEMORY_EVENT,
+    WorkerMemoryError,
+    explain_lost_workers,
+    memory_kills,
+    memory_message,
+)
+from curator.cluster.scheduler import join, scheduler_address
+from curator.cluster.secrets import SECRET_NAME, check_no_secrets, is_secret
+from curator.cluster.slurm import new_slurm_cluster, slurm_job_script, slurm_kwargs, start_slurm
+from curator.cluster.workers import (
+    HF_SETTINGS,
+    TorchThreads,
+    reuse_freed_memory,
+    set_torch_threads,
+    thread_env,
+    worker_env,
+)
+from curator.config import ClusterConfig
+from curator.errors import ConfigError
+from curator.optional import GPU_HINT, require
+from curator.resources import available_cores, plan_workers
+from curator.validate import CHOICES, cluster_problems, raise_problems
+
+__all__ = [
+    "GPU_HINT",
+    "HF_SETTINGS",
+    "KINDS",
+    "MEMORY_EVENT",
+    "SECRET_NAME",
+    "STARTERS",
+    "TorchThreads",
+    "WorkerMemoryError",
+    "check_no_secrets",
+    "connect",
+    "dashboard",
+    "ensure_client",
+    "explain_lost_workers",
+    "given",
+    "is_secret",
+    "join",
+    "local_cuda_kwargs",
+    "memory_kills",
+    "memory_message",
+    "new_slurm_cluster",
+    "require",
+    "reuse_freed_memory",
+    "scheduler_address",
+    "set_torch_threads",
+    "slurm_job_script",
+    "slurm_kwargs",
+    "start_local",
+    "start_local_cuda",
+    "start_slurm",
+    "thread_env",
+    "visible_gpus",
+    "worker_env",
+]
+
+log = logging.getLogger(__name__)
+
+KINDS = CHOICES["cluster.kind"]
+STARTERS: dict[str, Starter] = {
+    "local": start_local,
+    "local_cuda": start_local_cuda,
+    "slurm": start_slurm,
+}
+
+
+@contextlib.contextmanager
+def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
+    """Yield a Client for the configured cluster (None in sync mode); close what was started, on error too."""
+    raise_problems(list(cluster_problems(cfg)))  # e.g. n_workers=-1 would start nothing and wait forever
+    if cfg.kind == "sync":
+        _, threads = plan_workers(available_cores(), 1, cfg.torch_threads)
+        set_torch_threads(threads)
+        log.info("Dask synchronous scheduler in this process (no dashboard)")
+        with dask.config.set(scheduler="synchronous"):
+            yield None
+        return
+    if cfg.kind == "scheduler":
+        with join(cfg) as client:
+            yield client
+        return
+    if cfg.kind not in STARTERS:
+        raise ConfigError(f"Unknown cluster.kind {cfg.kind!r}; choose one of {', '.join(KINDS)}.")
+    cluster, threads = STARTERS[cfg.kind](cfg)
+    with cluster, Client(cluster) as client:
+        client.register_plugin(TorchThreads(threads))
+        log.info("Dask dashboard: %s", dashboard(client))
+        yield client
+
+
+@contextlib.contextmanager
+def ensure_client(cfg: ClusterConfig | None = None) -> Iterator[Client | None]:
+    """The Python API's rule: the current Dask client if there is one, else a local cluster for this call."""
+    try:
+        current = default_client()
+    except ValueError:
+        current = None
+    if current is not None:
+        yield current
+        return
+    with connect(cfg or ClusterConfig()) as client:
+        yield client
