@@ -51,6 +51,11 @@ class RunFailedError(UserError, RuntimeError):
     """Some units failed for good; the finished ones are recorded, so a rerun resumes."""
 
 
+def outputs_of(classifiers: Sequence[DistributedDataClassifier]) -> dict[str, Any]:
+    """Every classifier column of the run and its Arrow type."""
+    return {column: kind for clf in classifiers for column, kind in clf.output_types().items()}
+
+
 def mix_source(cfg: Config) -> str | None:
     """task=mix: the attribute folder (absolute for local paths); None for classify runs."""
     if cfg.task != "mix" or not cfg.mix.attributes:
@@ -245,9 +250,21 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     flt = build_filter(cfg.filter, classifiers)
     reader = partition_reader(cfg.dataset.backend)  # pandas, or cuDF: fails here without RAPIDS
     check_columns(cfg, classifiers, check_text_fields(files, classifiers))
+    if cfg.output.content == "attributes" and flt.active and KEEP_COLUMN in outputs_of(classifiers):
+        raise ConfigError(
+            f"A classifier writes column {KEEP_COLUMN!r}, which attribute files use for the filter."
+        )
     parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
-    outputs = {c: t for clf in classifiers for c, t in clf.output_types().items()}
-    schema = plan_schema(files, cfg.output.format, outputs, cfg.dataset.id_field, cfg.dataset.invalid_text)
+    outputs = outputs_of(classifiers)
+    attributes = cfg.output.content == "attributes"
+    schema = plan_schema(
+        files,
+        cfg.output.format,
+        outputs,
+        cfg.dataset.id_field,
+        cfg.dataset.invalid_text,
+        only=[cfg.dataset.id_field] if attributes else None,
+    )
     keep_column = KEEP_COLUMN if cfg.output.content == "attributes" and flt.active else None
     if cfg.output.content == "attributes":
         schema = attribute_schema(schema, cfg.dataset.id_field, outputs, keep_column)

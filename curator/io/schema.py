@@ -122,8 +122,10 @@ def plan_schema(
     outputs: dict[str, pa.DataType],
     id_field: str,
     invalid_text: str,
+    only: Sequence[str] | None = None,
 ) -> pa.Schema | None:
-    """The run's Parquet schema, when any unit writes Parquet: Parquet footers, then sampled JSONL records."""
+    """The run's Parquet schema, when any unit writes Parquet: Parquet footers, then sampled JSONL records
+    (of the columns in `only`, when given: attribute files hold only the id)."""
     from curator.columns import ERROR_COLUMN
     from curator.io.readers import read_file
 
@@ -141,7 +143,8 @@ def plan_schema(
         except (OSError, EOFError, ValueError) as err:  # a corrupt file fails as its own unit later
             log.warning("Cannot sample %s (%s): it does not shape the run's schema", file.path, err)
             continue
-        frames.append(frame[frame[ERROR_COLUMN].isna()])
+        frame = frame[frame[ERROR_COLUMN].isna()]
+        frames.append(frame if only is None else frame[[c for c in frame.columns if c in only]])
     if frames:
         inputs.append(sample_schema(frames))
     return run_schema(inputs, outputs)
