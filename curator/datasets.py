@@ -14,7 +14,9 @@ from typing import Any
 
 import dask
 import dask.dataframe as dd
+import fsspec
 import pandas as pd
+from fsspec.utils import infer_compression
 
 from curator.classifiers.base import ERROR_COLUMN, DistributedDataClassifier
 from curator.cluster import ensure_client
@@ -82,15 +84,20 @@ class DocumentDataset:
         blocksize: int | str | None = None,
         files_per_partition: int | None = None,
         input_meta: Any = None,
+        compression: str | None = "infer",
         **unknown: Any,
     ) -> DocumentDataset:
-        """JSONL files (plain, .gz): one partition per file, values as parsed (no dtype inference).
+        """JSONL files (plain, .gz, .zst): one partition per file, values as parsed (no dtype inference).
 
         `blocksize` splits plain files larger than it into line-aligned parts (None: never split);
         `files_per_partition` puts up to that many whole files in one partition. Either way, each input
-        file (or part) is still written to its own output file.
+        file (or part) is still written to its own output file. `compression` is pandas' argument:
+        "infer" (each file's codec from its name, as fsspec infers it), None (no file is compressed) or
+        a codec ("gzip", "zstd", ...) that every file's name must imply.
         """
         _refuse(unknown, "read_json")
+        if compression != "infer":
+            _check_compression(compression, input_files)
         if input_meta is not None:
             raise ConfigError(
                 f"input_meta={input_meta!r} is not supported: JSON values are read as parsed, without dtype "
@@ -272,6 +279,28 @@ def _refuse(unknown: dict[str, Any], method: str) -> None:
         raise SettingTypeError(f"DocumentDataset.{method}() got an unexpected keyword argument {name!r}{why}")
 
 
+def _check_compression(compression: Any, input_files: str | Sequence[str]) -> None:
+    """read_json(compression=...): files are decompressed by the codec fsspec infers from their names,
+    so a stated codec is accepted only where every file's name implies it (else a clear error)."""
+    codecs = sorted(c for c in fsspec.available_compressions() if c)
+    if compression is not None and not isinstance(compression, str):
+        raise SettingTypeError(
+            f"compression={compression!r}: give 'infer', None or a codec name {codecs} "
+            "(options for the codec are not supported)"
+        )
+    if compression is not None and compression not in codecs:
+        raise ConfigError(f"compression={compression!r}: choose 'infer', None or one of {codecs}")
+    specs = discover(input_files if isinstance(input_files, str) else list(input_files), "jsonl")
+    for spec in specs:
+        inferred = infer_compression(spec.path)
+        if inferred != compression:
+            raise ConfigError(
+                f"compression={compression!r}, but {spec.path} would be read as "
+                f"{inferred or 'uncompressed'}: the codec comes from each file's name (.gz, .zst, .bz2, "
+                ".xz). Rename the file or pass compression='infer'."
+            )
+
+
 def _first_lines(groups: list[list[Part]]) -> list[list[int]]:
     """File line number of each JSONL part's first line (later parts count the lines before them)."""
     done: dict[str, int] = {}
@@ -324,10 +353,7 @@ def _write_group(
     if len(group) == 1:  # a whole file, a part of one, or a partition not read from files
         return [write(frame, group[0], target, classifiers)]
     units = frame[UNIT_COLUMN].to_numpy()  # hidden columns are not written
-    return [
-        write(frame[units == i], unit, target, classifiers)
-        for i, unit in enumerate(group)
-    ]
+    return [write(frame[units == i], unit, target, classifiers) for i, unit in enumerate(group)]
 
 
 def _with_filename(

@@ -8,7 +8,39 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+
 COUNTS = ("read", "written", "filtered", "quarantined")  # per unit and per run: read = the other three
+EXAMPLES = 3  # example snippets per label in the report
+EXAMPLE_CHARS = 200  # code points per snippet
+
+
+def label_examples(
+    rows: pd.DataFrame, column: str, text_field: str, k: int = EXAMPLES, chars: int = EXAMPLE_CHARS
+) -> dict[str, list[str]]:
+    """The first `k` texts of each label of `column`, in row order, cut to `chars` code points (…);
+    small on purpose: it travels with a unit's counts."""
+    if column not in rows.columns or text_field not in rows.columns:
+        return {}
+    first = rows[[column, text_field]].groupby(column, sort=False, dropna=True).head(k)
+    out: dict[str, list[str]] = {}
+    for label, text in zip(first[column], first[text_field], strict=True):
+        text = str(text)
+        out.setdefault(str(label), []).append(text[:chars] + ("…" if len(text) > chars else ""))
+    return out
+
+
+def merge_examples(stats: Sequence[dict[str, Any]], k: int = EXAMPLES) -> dict[str, dict[str, list[str]]]:
+    """The first `k` examples of each label over all units, in the order the units are given (input
+    order); units skipped as done by an earlier run carry none."""
+    merged: dict[str, dict[str, list[str]]] = {}
+    for s in stats:
+        for column, by_label in (s.get("examples") or {}).items():
+            into = merged.setdefault(column, {})
+            for label, texts in by_label.items():
+                have = into.setdefault(label, [])
+                have.extend(texts[: max(0, k - len(have))])
+    return merged
 
 
 def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str) -> dict[str, Any]:
@@ -48,8 +80,9 @@ def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str)
         "docs_per_second": round(classified / seconds, 2) if seconds > 0 else None,
         "classifiers": engine,
         "histograms": merge_histograms(stats),
+        "examples": merge_examples(stats),
         "output_path": output_path,
-        "per_file": list(stats),
+        "per_file": [{k: v for k, v in s.items() if k != "examples"} for s in stats],
     }
 
 

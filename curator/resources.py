@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import os
-from pathlib import Path
+
+from dask.system import cpu_count
 
 
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPU quota in cores from cgroup v2 (cpu.max) or v1 (cfs_quota/cfs_period), if one is set."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        if quota_us > 0 and period_us > 0:
-            return quota_us / period_us
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def available_cores(environ: dict[str, str] | None = None, cgroup_root: Path | None = None) -> int:
-    """The smallest of CPU affinity, the cgroup quota and SLURM_CPUS_PER_TASK; at least 1."""
+def available_cores(environ: dict[str, str] | None = None) -> int:
+    """Dask's count (CPU affinity and the cgroup v1/v2 quota of this process's own, possibly nested,
+    cgroup), capped by SLURM_CPUS_PER_TASK when it is set; at least 1."""
     environ = os.environ if environ is None else environ
-    counts: list[float] = []
-    try:
-        counts.append(len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        counts.append(os.cpu_count() or 1)
-    quota = _cgroup_quota(cgroup_root) if cgroup_root else _cgroup_quota()
-    if quota:
-        counts.append(quota)
+    cores = cpu_count()  # recomputed on every call: an affinity set since start-up counts
     slurm = environ.get("SLURM_CPUS_PER_TASK", "")
     if slurm.isdigit() and int(slurm) > 0:
-        counts.append(int(slurm))
-    return max(1, math.floor(min(counts)))
+        cores = min(cores, int(slurm))
+    return max(1, cores)
 
 
 def plan_workers(cores: int, n_workers: int | None, torch_threads: int | None) -> tuple[int, int]:

@@ -194,7 +194,15 @@ def write(
         for clf in classifiers
         for column in clf.report_columns
     }
-    return {**counts, "labels": labels, "classify": dict(frame.attrs.get(STATS_ATTR, {}))}
+    from curator.report import label_examples  # the report's few texts per label, cut short
+
+    examples = {
+        column: label_examples(rows, column, clf.text_field)
+        for clf in classifiers
+        for column in clf.report_columns
+    }
+    classify = dict(frame.attrs.get(STATS_ATTR, {}))
+    return {**counts, "labels": labels, "examples": examples, "classify": classify}
 
 
 def process(parts: list[Part], first_lines: list[int], work: Work) -> list[dict[str, Any]]:

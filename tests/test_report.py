@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from curator import pipeline
+from curator.report import label_examples, summarise
 from curator.report_html import render, save_html_report
-from tests.conftest import DOCS
+from tests.conftest import DOCS, write_jsonl
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -55,3 +58,64 @@ def test_secret_looking_config_values_never_reach_the_page() -> None:
 def test_data_cannot_close_the_script_element() -> None:
     summary = {"read": 1, "labels": {"</script><b>x": 1}, "output_path": "x"}
     assert "</script><b>" not in render(summary)
+
+
+def test_label_examples_are_the_first_k_texts_of_each_label_cut_short() -> None:
+    rows = pd.DataFrame(
+        {
+            "pred": ["a", "b", "a", None, "a", "a", "b"],
+            "text": ["a1", "b1", "x" * 250, "none", "a3", "a4", "b2"],
+        }
+    )
+    assert label_examples(rows, "pred", "text") == {"a": ["a1", "x" * 200 + "…", "a3"], "b": ["b1", "b2"]}
+    assert label_examples(rows, "pred", "text", k=1, chars=1) == {"a": ["a…"], "b": ["b…"]}
+    assert label_examples(rows, "pred", "missing") == {}
+
+
+def test_summary_keeps_the_first_k_examples_per_label_in_input_order() -> None:
+    def unit(name: str, examples: dict) -> dict:
+        counts = dict.fromkeys(("read", "written", "filtered", "quarantined"), 1)
+        return {**counts, "unit": name, "input": name, "labels": {}, "examples": {"pred": examples}}
+
+    stats = [unit("1", {"a": ["a1", "a2"]}), unit("2", {"a": ["a3", "a4"], "b": ["b1"]}), unit("3", {})]
+    summary = summarise(stats, 1.0, "out")
+    assert summary["examples"] == {"pred": {"a": ["a1", "a2", "a3"], "b": ["b1"]}}
+    assert all("examples" not in f for f in summary["per_file"])  # once, not per unit
+
+
+HOSTILE = "<script>document.body.setAttribute('data-pwned', '1')</script><b>bold</b> & the match final"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package `chromium`)")
+def test_report_shows_example_snippets_per_label_as_text(make_config, tmp_path: Path) -> None:
+    """Each label lists the first 3 documents that landed in it (200 characters); markup in a document
+    is shown as text, never run."""
+    texts = [text for _, text in DOCS] + [HOSTILE, "The league final " + "went to penalties. " * 30]
+    texts += [f"Match report {i}: the home side won the league game." for i in range(4)]
+    records = [{"id": f"d{i}", "text": text} for i, text in enumerate(texts)]
+    write_jsonl(tmp_path / "docs" / "a.jsonl", records[:5])
+    write_jsonl(tmp_path / "docs" / "b.jsonl", records[5:])
+    cfg = make_config(f"dataset.path={tmp_path / 'docs'}")
+    summary = pipeline.run(cfg)
+    # what landed in each label, in input order (the output files of the units, in order)
+    landed: dict[str, list[str]] = {}
+    for unit in summary["per_file"]:
+        for line in (tmp_path / "out" / unit["output"]).open():
+            row = json.loads(line)
+            landed.setdefault(row["domain_pred"], []).append(row["text"])
+    cut = {
+        label: [t[:200] + ("…" if len(t) > 200 else "") for t in found[:3]] for label, found in landed.items()
+    }
+    assert summary["examples"] == {"domain_pred": cut}
+    assert any(len(found) > 3 for found in landed.values())  # the cap was exercised
+    page = Path(save_html_report(summary, str(tmp_path / "run"), dataclasses.asdict(cfg)))
+    dom = rendered_dom(page)
+    assert 'data-rendered="true"' in dom
+    shown = re.findall(r'<li class="example" data-label="([^"]+)">(.*?)</li>', dom, re.S)
+    assert len(shown) == sum(len(v) for v in cut.values())
+    assert (
+        "&lt;script&gt;document.body.setAttribute('data-pwned', '1')&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt; "
+        "&amp; the match final"
+    ) in [text for _, text in shown]
+    assert re.search(r"<body[^>]*data-pwned", dom) is None  # the document's script never ran
+    assert "<b>bold</b>" not in dom.split('id="data"')[0]  # no element made from the document's markup

@@ -162,6 +162,12 @@ class PublishedClassifier:
         """The labels its prediction column can hold."""
         return self.classifier.labels
 
+    def get_labels(self) -> list[str]:
+        """NeMo Curator's `get_labels()`: the labels in the model's order, from the YAML or the checkpoint's
+        config.json (read when the classifier was built; no weights are loaded). Score-only classifiers
+        (FineWeb-Edu, Instruction Data Guard) have none: an empty list."""
+        return list(self.classifier.labels)
+
     def __call__(self, dataset: Any) -> Any:
         """Label a DocumentDataset (lazily); only `filter_by` labels are kept when it is set."""
         return self.classifier(dataset)

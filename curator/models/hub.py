@@ -78,13 +78,13 @@ def resolve_model(
         gated = "gated" in type(err).__name__.lower() or "401" in str(err) or "403" in str(err)
         why = (
             "it is gated: request access on its Hugging Face page, then put a token in HF_TOKEN "
-            "(or `huggingface-cli login`)"
+            "(or `hf auth login`)"
             if gated
             else f"{type(err).__name__}: {_redact(str(err), token)}"
         )
         raise ModelNotAvailableError(
             f"Model {model!r} is not available here ({why}). "
-            "Download it where there is network (`huggingface-cli download "
+            "Download it where there is network (`hf download "
             f"{model}`), copy the Hugging Face cache, or pass a local folder as the model path. "
             "Gated models need a token in the HF_TOKEN environment variable."
         ) from None
