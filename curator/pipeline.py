@@ -36,7 +36,7 @@ from curator.io.readers import read_file
 from curator.io.schema import attribute_schema, plan_schema, settle_schema
 from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
-from curator.report import COUNTS, format_summary, save_summary, summarise
+from curator.report import COUNTS, format_summary, merge_examples, save_summary, summarise
 from curator.report_html import render, save_html_report
 from curator.stages import KEEP_COLUMN, Work
 from curator.validate import check_config
@@ -314,6 +314,7 @@ def _process(
     recorded = {p.name: manifest.done(p) for p in parts}  # line counts of finished JSONL parts
     known = {name: e["lines"] for name, e in recorded.items() if e and e.get("lines") is not None}
     results: dict[str, dict[str, Any]] = {}
+    examples: dict[str, Any] = {}
     progress = Progress(len(todo), quiet=cfg.quiet, unit="tasks")
     with connect(cfg.cluster) as client:
         outcomes = (
@@ -325,14 +326,14 @@ def _process(
         )
         try:
             for group, outcome in outcomes:
-                _collect(group, outcome, manifest, results)
+                _collect(group, outcome, manifest, results, examples)
                 progress.update(0 if isinstance(outcome, Exception) else sum(s["read"] for s in outcome))
         finally:
             progress.close()
-    return _finish(cfg, run_dir, started, manifest, parts, done, results)
+    return _finish(cfg, run_dir, started, manifest, parts, done, results, examples)
 
 
-def _collect(group: list[Part], outcome: Any, manifest: Manifest, results: dict) -> None:
+def _collect(group: list[Part], outcome: Any, manifest: Manifest, results: dict, examples: dict) -> None:
     """Record a finished task in the manifest (its outputs are all in place), or note its failure."""
     if isinstance(outcome, Exception):
         names = ", ".join(p.path if p.index is None else f"{p.path} ({p.name})" for p in group)
@@ -340,6 +341,9 @@ def _collect(group: list[Part], outcome: Any, manifest: Manifest, results: dict)
         results.update({p.name: {**_failed(p, outcome), "status": "failed"} for p in group})
         return
     manifest.record([_entry(p, s) for p, s in zip(group, outcome, strict=True)])
+    # a few example texts per label: merged as units finish (not kept per unit, so memory stays flat)
+    found = [{"examples": s.pop("examples", None)} for s in outcome]
+    examples.update(merge_examples([{"examples": dict(examples)}, *found]))
     results.update({s["unit"]: {**s, "status": "done"} for s in outcome})
     log.debug("Finished %s", ", ".join(p.name for p in group))
 
@@ -352,10 +356,12 @@ def _finish(
     parts: list[Part],
     done: dict[str, Any],
     results: dict[str, dict[str, Any]],
+    examples: dict[str, Any],
 ) -> dict[str, Any]:
     """The summary (every unit, in input order), saved beside the outputs and in the run directory."""
     stats = [results[p.name] if p.name in results else _skipped(done[p.name]) for p in parts]
     summary = summarise(stats, time.perf_counter() - started, output_path(cfg))
+    summary["examples"] = examples  # merged as units finished (skipped units carry none)
     summary["fingerprint"] = manifest.header["fingerprint"]
     summary["units"] = dict(Counter(s["status"] for s in stats))
     text = json.dumps(summary, indent=2, ensure_ascii=False, default=str).encode("utf-8")

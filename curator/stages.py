@@ -36,6 +36,7 @@ from curator.io.files import InputFile, detect_format
 from curator.io.partitions import Part
 from curator.io.readers import mark_bad_text, read_file
 from curator.io.writers import OutputTarget, Unit, write_partition
+from curator.report import label_examples
 
 ATTRIBUTE_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
 KEEP_COLUMN = "keep"  # attribute files with a filter: True kept, False filtered out, null quarantined
@@ -194,8 +195,6 @@ def write(
         for clf in classifiers
         for column in clf.report_columns
     }
-    from curator.report import label_examples  # the report's few texts per label, cut short
-
     examples = {
         column: label_examples(rows, column, clf.text_field)
         for clf in classifiers
