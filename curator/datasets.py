@@ -324,10 +324,7 @@ def _write_group(
     if len(group) == 1:  # a whole file, a part of one, or a partition not read from files
         return [write(frame, group[0], target, classifiers)]
     units = frame[UNIT_COLUMN].to_numpy()  # hidden columns are not written
-    return [
-        write(frame[units == i], unit, target, classifiers)
-        for i, unit in enumerate(group)
-    ]
+    return [write(frame[units == i], unit, target, classifiers) for i, unit in enumerate(group)]
 
 
 def _with_filename(
