@@ -222,10 +222,11 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     check_config(cfg)  # every setting's range, choice and consistency, all problems in one message
     root = output_path(cfg)
-    entries = expand_entries(cfg.dataset.path)
-    check_overlap(entries, [], root)  # before listing: the output folder must not even be listed
-    files = discover(entries, cfg.dataset.format)
-    check_overlap(entries, files, root)  # links that lead into the output folder
+    options, out_options = cfg.dataset.storage_options, cfg.output.storage_options  # never logged
+    entries = expand_entries(cfg.dataset.path, options)
+    check_overlap(entries, [], root, options, out_options)  # before listing: the output must not be listed
+    files = discover(entries, cfg.dataset.format, options)
+    check_overlap(entries, files, root, options, out_options)  # links that lead into the output folder
     classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)
     flt = build_filter(cfg.filter, classifiers)
     reader = partition_reader(cfg.dataset.backend)  # pandas, or cuDF: fails here without RAPIDS
@@ -233,7 +234,7 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
     outputs = {c: t for clf in classifiers for c, t in clf.output_types().items()}
     schema = plan_schema(files, cfg.output.format, outputs, cfg.dataset.id_field, cfg.dataset.invalid_text)
-    target = OutputTarget(root, cfg.output.format, cfg.filter.write_filtered, schema)
+    target = OutputTarget(root, cfg.output.format, cfg.filter.write_filtered, schema, dict(out_options))
     check_names(parts, target)
     work = Work(
         tuple(classifiers),
@@ -244,8 +245,8 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         reader,
         cfg.dataset.invalid_text,
     )
-    with own_output(root):  # marker + lock: a second run on this folder stops here
-        manifest = open_manifest(root, run_settings(cfg), cfg.output.mode)
+    with own_output(root, out_options):  # marker + lock: a second run on this folder stops here
+        manifest = open_manifest(root, run_settings(cfg), cfg.output.mode, out_options)
         schema = settle_schema(manifest.fs, manifest.root, schema, resuming=bool(manifest.entries))
         work = dataclasses.replace(work, target=dataclasses.replace(target, schema=schema))
         return _process(cfg, run_dir, started, (files, parts), manifest, work)

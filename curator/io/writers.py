@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import decimal
 import json
 import math
@@ -28,7 +29,9 @@ from curator.columns import (
     data_columns,
     unescape,
 )
+from curator.io.files import output_format
 from curator.io.lock import temporary_suffix
+from curator.io.paths import url_to_fs
 from curator.io.schema import as_json_text, infer_field, is_json_text
 
 JSON_ROWS = 10_000  # JSONL is serialised this many rows at a time (no whole-partition string)
@@ -56,14 +59,16 @@ class OutputTarget:
     format: str | None = None
     write_filtered: bool = False
     schema: pa.Schema | None = None  # the run's Parquet schema (one for every Parquet file of the run)
+    # output.storage_options (endpoints, ...): may hold credentials, so never shown
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
-        return fsspec.core.url_to_fs(self.path)[0]
+        return url_to_fs(self.path, self.storage_options)[0]
 
     def location(self, relative: str) -> str:
         """A relative output name as a path on `fs`."""
-        return posixpath.join(fsspec.core.url_to_fs(self.path)[1], relative)
+        return posixpath.join(url_to_fs(self.path, self.storage_options)[1], relative)
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -264,7 +269,7 @@ def _write_jsonl(handle: IO[bytes], records: list[dict[str, Any]]) -> None:
 
 def output_names(spec: Unit, target: OutputTarget) -> list[str]:
     """Every relative output name a unit can have (what `overwrite` and a changed input remove)."""
-    name = spec.output_name(target.format or spec.format)
+    name = spec.output_name(output_format(target.format, spec.format))
     return [name, f"{FILTERED}/{name}", f"{QUARANTINE}/{spec.name}.jsonl"]
 
 
@@ -308,7 +313,7 @@ def write_partition(
     if ERROR_COLUMN not in frame.columns:
         frame[ERROR_COLUMN] = None
     keep = np.ones(len(frame), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
-    fmt = target.format or spec.format
+    fmt = output_format(target.format, spec.format)
     good_rows = np.flatnonzero(frame[ERROR_COLUMN].isna().to_numpy())
     schema = target.schema if fmt == "parquet" else None
     if fmt == "parquet" and schema is None:  # Python API: this partition's types, classifier columns fixed
