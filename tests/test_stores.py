@@ -173,6 +173,7 @@ def test_arrow_files_streaming_and_file_format_read_like_parquet(tmp_path: Path)
     assert files[0].output_name("jsonl") == "data-00000-of-00001.jsonl"
     assert len(plan_parts(files, blocksize=10)) == 2  # one unit per .arrow file, never split
     assert [f.stem for f in discover(str(saved), "arrow")] == ["data-00000-of-00001"]  # JSONs skipped
+    assert [f.stem for f in discover(f"{saved}/*")] == ["data-00000-of-00001"]
     (tmp_path / "json" / "state.json").parent.mkdir()
     (tmp_path / "json" / "state.json").write_text('{"text": "a JSON input, not a saved dataset"}\n')
     assert [f.stem for f in discover(str(tmp_path / "json"))] == ["state"]

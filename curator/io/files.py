@@ -149,7 +149,7 @@ def _expand(entry: str, fmt: str | None, options: Options = None) -> list[tuple[
     folder = False
     if glob.has_magic(path):
         root = _static_prefix(path)
-        files = fs.glob(path, detail=True)
+        files = _without_dataset_metadata(fs.glob(path, detail=True))
     elif fs.isdir(path):
         root, folder = path.rstrip("/"), True
         files = _without_dataset_metadata(_outside_run_folders(fs, fs.find(path, detail=True)))
