@@ -22,6 +22,7 @@ from curator.io.files import discover
 from curator.io.manifest import MANIFEST
 from curator.io.partitions import plan_parts
 from curator.io.readers import read_file
+from curator.io.writers import OutputTarget
 from curator.report_html import redact
 from curator.validate import config_problems
 from tests.conftest import DOCS
@@ -99,6 +100,10 @@ def test_s3_read_write_resume_and_quarantine_with_secrets_kept_out(
         assert not [r for r in caplog.records if secret in r.getMessage()]
     header = json.loads(fs.cat_file(f"bucket/out/{MANIFEST}").splitlines()[0])
     assert "storage_options" not in json.dumps(header["settings"])
+    opened = discover("s3://bucket/in/a.jsonl", options=cfg.dataset.storage_options)[0]
+    target = OutputTarget("s3://bucket/out", storage_options=cfg.output.storage_options)
+    assert opened.storage_options == cfg.dataset.storage_options  # how a worker opens it again
+    assert SECRET not in repr(opened) and SECRET not in repr(target)  # error messages show no secret
     report = (tmp_path / "run" / "report.html").read_text()
     assert endpoint in report  # the endpoint is shown, the key and secret are not
 
