@@ -16,7 +16,7 @@ class DatasetConfig:
 
     name: str = MISSING  # short name, used in the default output path
     path: Any = MISSING  # file, folder, glob, @list-file (a path a line), or a list; local or fsspec URL
-    format: str | None = None  # jsonl | parquet; None: from each file's extension
+    format: str | None = None  # jsonl | parquet | arrow; None: from each file's extension
     text_field: str = "text"  # the column to classify
     id_field: str = "id"  # kept if present, else made from file name + line/row
     backend: str = "pandas"  # pandas | cudf (GPU clusters only)
@@ -28,6 +28,9 @@ class DatasetConfig:
     # Text that is not valid Unicode (undecodable bytes, lone surrogates): quarantine (default) | replace
     # (each bad code point becomes U+FFFD; the record is classified and counted as repaired)
     invalid_text: str = "quarantine"
+    # fsspec options for dataset.path's filesystem (s3: endpoint_url, client_kwargs, anon, ...). Credentials
+    # come from the environment (AWS_ACCESS_KEY_ID, ...); any given here are kept out of logs and reports
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -154,6 +157,8 @@ class OutputConfig:
     content: str = "all"
     compression: str | None = None  # none | gzip | zstd; null: as each input (.gz, .zst), Parquet snappy
     row_group_size: int | None = None  # Parquet rows per row group; null: pyarrow's default
+    # fsspec options for output.path's filesystem, as dataset.storage_options (credentials: environment)
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -242,10 +242,11 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     check_config(cfg)  # every setting's range, choice and consistency, all problems in one message
     root = output_path(cfg)
-    entries = expand_entries(cfg.dataset.path)
-    check_overlap(entries, [], root)  # before listing: the output folder must not even be listed
-    files = discover(entries, cfg.dataset.format)
-    check_overlap(entries, files, root)  # links that lead into the output folder
+    options, out_options = cfg.dataset.storage_options, cfg.output.storage_options  # never logged
+    entries = expand_entries(cfg.dataset.path, options)
+    check_overlap(entries, [], root, options, out_options)  # before listing: the output must not be listed
+    files = discover(entries, cfg.dataset.format, options)
+    check_overlap(entries, files, root, options, out_options)  # links that lead into the output folder
     classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)
     flt = build_filter(cfg.filter, classifiers)
     reader = partition_reader(cfg.dataset.backend)  # pandas, or cuDF: fails here without RAPIDS
@@ -277,6 +278,7 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         row_group_size=cfg.output.row_group_size,
         content=cfg.output.content,
         keep_column=keep_column,
+        storage_options=dict(out_options),
     )
     check_names(parts, target)
     work = Work(
@@ -289,8 +291,8 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         cfg.dataset.invalid_text,
         attributes=mix_source(cfg),
     )
-    with own_output(root):  # marker + lock: a second run on this folder stops here
-        manifest = open_manifest(root, run_settings(cfg), cfg.output.mode)
+    with own_output(root, out_options):  # marker + lock: a second run on this folder stops here
+        manifest = open_manifest(root, run_settings(cfg), cfg.output.mode, out_options)
         schema = settle_schema(manifest.fs, manifest.root, schema, resuming=bool(manifest.entries))
         work = dataclasses.replace(work, target=dataclasses.replace(target, schema=schema))
         return _process(cfg, run_dir, started, (files, parts), manifest, work)

@@ -13,18 +13,25 @@ from importlib import resources
 from typing import Any
 
 SECRET_HINTS = ("token", "password", "secret")
+# Inside storage_options (which may hold key, secret, token, account_key, ...) only these are shown
+SHOWN_STORAGE_OPTIONS = ("endpoint_url", "region_name", "anon", "use_ssl", "requester_pays", "client_kwargs")
 
 
-def redact(value: Any) -> Any:
-    """Blank every value whose key looks secret (configs never hold tokens; this is a second guard)."""
+def redact(value: Any, options: bool = False) -> Any:
+    """Blank every value whose key looks secret (configs never hold tokens; this is a second guard), and
+    every storage option but a few known to be harmless (an endpoint, a region)."""
     if isinstance(value, dict):
-        return {
-            k: "***" if any(h in str(k).lower() for h in SECRET_HINTS) and v else redact(v)
-            for k, v in value.items()
-        }
+        return {k: _redacted(str(k).lower(), v, options) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [redact(v, options) for v in value]
     return value
+
+
+def _redacted(name: str, value: Any, options: bool) -> Any:
+    hidden = any(h in name for h in SECRET_HINTS) or (options and name not in SHOWN_STORAGE_OPTIONS)
+    if hidden and value not in (None, "", {}, []):
+        return "***"
+    return redact(value, options or name == "storage_options")
 
 
 def render(summary: dict[str, Any], config: dict[str, Any] | None = None) -> str:

@@ -7,14 +7,14 @@ cluster checks. A problem is one line: the key, the value given and what is allo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from curator.config import ClassifierConfig, ClusterConfig, Config, DatasetConfig, InferenceConfig
 from curator.errors import ConfigError
 
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "dataset.format": (None, "jsonl", "parquet"),
+    "dataset.format": (None, "jsonl", "parquet", "arrow"),
     "dataset.backend": ("pandas", "cudf"),
     "dataset.invalid_text": ("quarantine", "replace"),
     "cluster.kind": ("local", "local_cuda", "scheduler", "slurm", "sync"),
@@ -70,6 +70,13 @@ def positive(key: str, value: Any, optional: bool = False, what: str = "") -> It
         yield f"{key}={_show(value)}: must be a number > 0{unset}{what}"
 
 
+def mapping(key: str, value: Any) -> Iterator[str]:
+    """A mapping with string keys (fsspec storage options)."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        shown = type(value).__name__ if value is not None else "null"
+        yield f"{key}: must be a mapping of option names to values (e.g. {{endpoint_url: ...}}), not {shown}"
+
+
 def non_empty(key: str, value: Any, optional: bool = False) -> Iterator[str]:
     """A non-empty string (or null when optional)."""
     if value is None and optional:
@@ -89,6 +96,7 @@ def dataset_problems(cfg: DatasetConfig) -> Iterator[str]:
     yield from non_empty("dataset.id_field", cfg.id_field)
     yield from at_least("dataset.files_per_partition", cfg.files_per_partition, 1)
     yield from at_least("dataset.retries", cfg.retries, 0, what=" (re-runs of a task that raised)")
+    yield from mapping("dataset.storage_options", cfg.storage_options)
     try:
         parse_blocksize(cfg.blocksize)
     except ConfigError as err:
@@ -215,6 +223,7 @@ def config_problems(cfg: Config) -> list[str]:
         problems.append("task=mix writes documents: leave output.content=all")
     problems.extend(choice("output.compression", cfg.output.compression))
     problems.extend(at_least("output.row_group_size", cfg.output.row_group_size, 1, optional=True))
+    problems.extend(mapping("output.storage_options", cfg.output.storage_options))
     return problems
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import logging
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -13,13 +13,17 @@ from fsspec.utils import infer_compression
 
 from curator.errors import ConfigError, InputNotFoundError
 from curator.io.lock import LOCK, MANIFEST, MARKER, data_outputs
-from curator.io.paths import is_local, real_path
+from curator.io.paths import Options, is_local, real_path, url_to_fs
 
 log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-FORMAT_SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet"}
+ARROW_SUFFIXES = (".arrow", ".feather")  # Arrow IPC, streaming (datasets.save_to_disk) or file format
+FORMAT_SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet"}  # the formats a run writes
+WRITES = {"jsonl": "jsonl", "parquet": "parquet", "arrow": "parquet"}  # output.format=null: by input format
+# What datasets.save_to_disk writes beside its data-*.arrow files: metadata, never inputs
+SAVED_DATASET_FILES = ("state.json", "dataset_info.json", "dataset_dict.json")
 COMPRESSED_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
 LIST_PREFIX = "@"  # dataset.path=@files.txt: a text file naming one input (file, folder or glob) per line
 
@@ -33,6 +37,8 @@ class InputFile:
     stem: str
     size: int = -1
     modified: str = ""  # mtime, ETag or creation time: with the size, what tells a changed file
+    # dataset.storage_options: opens it again on any worker; may hold credentials, so never shown
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -46,21 +52,28 @@ class InputFile:
 
     def output_name(self, fmt: str | None) -> str:
         """Relative output file name: the input's name with the output format's suffix."""
-        return self.name + FORMAT_SUFFIXES[fmt or self.format]
+        return self.name + FORMAT_SUFFIXES[output_format(fmt, self.format)]
+
+
+def output_format(fmt: str | None, input_format: str) -> str:
+    """The format a unit is written in: output.format, else its input's (Arrow inputs: Parquet)."""
+    return fmt or WRITES.get(input_format, input_format)
 
 
 def detect_format(path: str) -> str | None:
-    """jsonl or parquet from the file name; None when the suffix says neither."""
+    """jsonl, parquet or arrow from the file name; None when the suffix says none of them."""
     lower = path.lower()
     if lower.endswith(JSONL_SUFFIXES):
         return "jsonl"
     if lower.endswith(PARQUET_SUFFIXES):
         return "parquet"
+    if lower.endswith(ARROW_SUFFIXES):
+        return "arrow"
     return None
 
 
 def _strip_suffix(name: str) -> str:
-    for suffix in sorted(JSONL_SUFFIXES + PARQUET_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted(JSONL_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -68,7 +81,8 @@ def _strip_suffix(name: str) -> str:
 
 def modified(info: dict[str, Any]) -> str:
     """A file's change marker from fsspec's info: local mtime, object-store ETag/LastModified, ..."""
-    for key in ("mtime", "LastModified", "last_modified", "updated", "ETag", "etag", "created"):
+    keys = ("mtime", "LastModified", "last_modified", "updated", "ETag", "etag", "blob_id", "created")
+    for key in keys:
         if info.get(key) is not None:
             return str(info[key])
     return ""
@@ -84,9 +98,9 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split("/"))
 
 
-def entry_root(entry: str) -> str:
+def entry_root(entry: str, options: Options = None) -> str:
     """The file or folder an entry covers (a glob: the folder above its first wildcard), as a URL."""
-    fs, path = fsspec.core.url_to_fs(entry)
+    fs, path = url_to_fs(entry, options)
     return _url(fs, _static_prefix(path) if glob.has_magic(path) else path.rstrip("/") or "/")
 
 
@@ -96,10 +110,10 @@ def _static_prefix(pattern: str) -> str:
     return "/".join(parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))])
 
 
-def _read_list(entry: str) -> list[str]:
+def _read_list(entry: str, options: Options = None) -> list[str]:
     """Entries of a file list (blank lines and # comments skipped; relative to the list's folder)."""
     url = entry[len(LIST_PREFIX) :]
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = url_to_fs(url, options)
     if not fs.isfile(path):
         raise InputNotFoundError(f"dataset.path: file list {url!r} does not exist.")
     folder = posixpath.dirname(path)
@@ -122,22 +136,23 @@ def _read_list(entry: str) -> list[str]:
     return entries
 
 
-def _expand(entry: str, fmt: str | None) -> list[tuple[str, str, dict[str, Any]]]:
+def _expand(entry: str, fmt: str | None, options: Options = None) -> list[tuple[str, str, dict[str, Any]]]:
     """(url, name relative to its root, fsspec info) of every file an entry names, in a stable order.
 
-    A folder contributes its JSONL and Parquet files (any file when `fmt` is set) except hidden ones
-    (a name below it starting with . or _) and, inside an earlier run's output folder (known by its
-    marker), all but that run's data files; a glob, every file it matches. Only regular files are
-    read: FIFOs, sockets, devices, broken symlinks and symlink loops are skipped with a warning.
+    A folder contributes its JSONL, Parquet and Arrow files (any file when `fmt` is set) except hidden
+    ones (a name below it starting with . or _), the metadata of a `datasets.save_to_disk` folder and,
+    inside an earlier run's output folder (known by its marker), all but that run's data files; a glob,
+    every file it matches. Only regular files are read: FIFOs, sockets, devices, broken symlinks and
+    symlink loops are skipped with a warning.
     """
-    fs, path = fsspec.core.url_to_fs(entry)
+    fs, path = url_to_fs(entry, options)
     folder = False
     if glob.has_magic(path):
         root = _static_prefix(path)
-        files = fs.glob(path, detail=True)
+        files = _without_dataset_metadata(fs.glob(path, detail=True))
     elif fs.isdir(path):
         root, folder = path.rstrip("/"), True
-        files = _outside_run_folders(fs, fs.find(path, detail=True))
+        files = _without_dataset_metadata(_outside_run_folders(fs, fs.find(path, detail=True)))
         if fmt is None:
             files = {p: i for p, i in files.items() if detect_format(p)}
     elif fs.exists(path) or fs.lexists(path):
@@ -172,6 +187,27 @@ def _followed(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) ->
         return {**info, "type": "other"}
 
 
+def _without_dataset_metadata(files: dict[str, Any]) -> dict[str, Any]:
+    """Drop the JSON files of `datasets.save_to_disk` folders (a folder holding state.json and .arrow
+    files, and the dataset_dict.json above such folders): their data-*.arrow files are the inputs."""
+    saved = {
+        posixpath.dirname(p)
+        for p in files
+        if posixpath.basename(p) == "state.json"
+        and any(q.startswith(posixpath.dirname(p) + "/") and q.endswith(".arrow") for q in files)
+    }
+    if not saved:
+        return files
+
+    def metadata(path: str) -> bool:
+        name, folder = posixpath.basename(path), posixpath.dirname(path)
+        if name == "dataset_dict.json":
+            return any(s == folder or s.startswith(folder + "/") for s in saved)
+        return name in SAVED_DATASET_FILES and folder in saved
+
+    return {p: i for p, i in files.items() if not metadata(p)}
+
+
 def _outside_run_folders(fs: fsspec.AbstractFileSystem, files: dict[str, Any]) -> dict[str, Any]:
     """Drop what an earlier run's output folder holds besides its data (quarantine, filtered, manifest)."""
     marks = (MARKER, MANIFEST, LOCK)
@@ -183,22 +219,24 @@ def _outside_run_folders(fs: fsspec.AbstractFileSystem, files: dict[str, Any]) -
     return files
 
 
-def expand_entries(path: str | list[str]) -> list[str]:
+def expand_entries(path: str | list[str], options: Options = None) -> list[str]:
     """dataset.path as a list of files, folders and globs (each @file-list replaced by its lines)."""
     entries = [path] if isinstance(path, str) else list(path)
     expanded: list[str] = []
     for entry in entries:
         entry = str(entry)
-        expanded.extend(_read_list(entry) if entry.startswith(LIST_PREFIX) else [entry])
+        expanded.extend(_read_list(entry, options) if entry.startswith(LIST_PREFIX) else [entry])
     return expanded
 
 
-def _distinct(found: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
+def _distinct(
+    found: list[tuple[str, str, dict[str, Any]]], options: Options = None
+) -> list[tuple[str, str, dict[str, Any]]]:
     """The first of files that resolve to the same real file (overlapping entries, links): read once."""
     seen: dict[tuple[str, str], str] = {}
     kept = []
     for item in found:
-        real = real_path(item[0])
+        real = real_path(item[0], options)
         if real in seen:
             log.info("Reading %s once: %s is the same file", seen[real], item[0])
             continue
@@ -207,22 +245,31 @@ def _distinct(found: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, s
     return kept
 
 
-def discover(path: str | list[str], fmt: str | None = None) -> list[InputFile]:
-    """Expand files, folders (recursively), globs and @file-lists into input files, in a stable order."""
-    found = _distinct([f for entry in expand_entries(path) for f in _expand(entry, fmt)])
+def discover(path: str | list[str], fmt: str | None = None, options: Options = None) -> list[InputFile]:
+    """Expand files, folders (recursively), globs and @file-lists into input files, in a stable order.
+
+    `options` (dataset.storage_options) build the filesystems: endpoints and the like for object stores.
+    """
+    entries = expand_entries(path, options)
+    found = _distinct([f for entry in entries for f in _expand(entry, fmt, options)], options)
     if not found:
-        raise InputNotFoundError(f"dataset.path: no JSONL or Parquet files found under {path!r}.")
+        raise InputNotFoundError(
+            f"dataset.path: no JSONL or Parquet files (nor Arrow files) found under {path!r}."
+        )
     inputs: list[InputFile] = []
     stems: dict[str, str] = {}
     for url, relative, info in found:
         kind = fmt or detect_format(url)
-        if kind not in FORMAT_SUFFIXES:
-            raise ConfigError(f"Cannot tell the format of {url!r}; set dataset.format=jsonl or parquet.")
+        if kind not in WRITES:
+            raise ConfigError(
+                f"Cannot tell the format of {url!r}; set dataset.format=jsonl, parquet or arrow."
+            )
         stem = _strip_suffix(relative)
         if stem in stems:
             raise ConfigError(f"Inputs {stems[stem]!r} and {url!r} would write the same output {stem!r}.")
         stems[stem] = url
         if url.lower().endswith(COMPRESSED_SUFFIXES) and infer_compression(url) is None:
             raise ConfigError(f"Cannot decompress {url!r}: its codec is missing (pip install zstandard).")
-        inputs.append(InputFile(url, kind, stem, int(info.get("size") or 0), modified(info)))
+        size = int(info.get("size") or 0)
+        inputs.append(InputFile(url, kind, stem, size, modified(info), dict(options or {})))
     return inputs

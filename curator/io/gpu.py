@@ -49,7 +49,8 @@ def read_partition_cudf(
     import cudf
 
     row_groups = list(part.row_groups) if part.row_groups is not None else None
-    frame = cudf.read_parquet(part.path, row_groups=row_groups).to_pandas()
+    options = {"storage_options": part.file.storage_options} if part.file.storage_options else {}
+    frame = cudf.read_parquet(part.path, row_groups=row_groups, **options).to_pandas()
     frame = mark_bad_text(frame, text_field)
     frame[LINE_COLUMN] = np.arange(part.first_row, part.first_row + len(frame), dtype=np.int64)
     if id_field not in frame.columns:  # the same ids as the pandas reader: `name:row`

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from curator.errors import ConfigError
 from curator.io.files import InputFile, entry_root
 from curator.io.partitions import Part
-from curator.io.paths import inside, real_path
+from curator.io.paths import Options, inside, real_path
 from curator.io.writers import OutputTarget, output_names
 
 
@@ -25,11 +25,20 @@ def _named(given: str, real: tuple[str, str]) -> str:
     return repr(given) if _shown(real) == given else f"{given!r} ({_shown(real)})"
 
 
-def check_overlap(entries: Sequence[str], files: Sequence[InputFile], output: str) -> None:
-    """Refuse an output folder equal to, inside or around an input entry, and an input file inside it."""
-    out = real_path(output)
+def check_overlap(
+    entries: Sequence[str],
+    files: Sequence[InputFile],
+    output: str,
+    options: Options = None,
+    output_options: Options = None,
+) -> None:
+    """Refuse an output folder equal to, inside or around an input entry, and an input file inside it.
+
+    `options` and `output_options` are dataset.storage_options and output.storage_options.
+    """
+    out = real_path(output, output_options)
     for entry in entries:
-        root = real_path(entry_root(entry))
+        root = real_path(entry_root(entry, options), options)
         if inside(out, root):
             where = "is" if out == root else "is inside"
             raise OverlapError(
@@ -42,7 +51,7 @@ def check_overlap(entries: Sequence[str], files: Sequence[InputFile], output: st
                 "a run must never read its own outputs. Choose another output.path."
             )
     for file in files:  # a link inside an input folder can still lead into the output folder
-        real = real_path(file.path)
+        real = real_path(file.path, file.storage_options)
         if inside(real, out):
             raise OverlapError(
                 f"The input {file.path!r} resolves to {_shown(real)}, inside output.path {output!r}: a run "

@@ -18,7 +18,7 @@ from typing import Any
 import fsspec
 
 from curator.errors import UserError
-from curator.io.paths import is_local
+from curator.io.paths import Options, is_local, url_to_fs
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +169,9 @@ def _acquire(fs: fsspec.AbstractFileSystem, path: str, output: str, me: dict[str
 
 
 @contextmanager
-def own_output(output: str) -> Iterator[None]:
+def own_output(output: str, options: Options = None) -> Iterator[None]:
     """Mark `output` as this program's run folder and hold its lock while the run is inside the block."""
-    fs, root = fsspec.core.url_to_fs(output)
+    fs, root = url_to_fs(output, options)
     root = root.rstrip("/") or "/"
     _check_folder(fs, root, output)
     path = posixpath.join(root, LOCK)

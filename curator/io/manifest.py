@@ -18,6 +18,7 @@ import fsspec
 from curator.errors import ConfigError
 from curator.io.lock import MANIFEST, TMP_MARK, live_temporary
 from curator.io.partitions import Part
+from curator.io.paths import Options, url_to_fs
 from curator.io.writers import atomic_write
 
 log = logging.getLogger(__name__)
@@ -122,15 +123,16 @@ def _load(fs: fsspec.AbstractFileSystem, path: str) -> tuple[dict | None, dict[s
     return header, entries, untidy
 
 
-def open_manifest(output: str, settings: dict[str, Any], mode: str) -> Manifest:
+def open_manifest(output: str, settings: dict[str, Any], mode: str, options: Options = None) -> Manifest:
     """Check the output folder against this run's settings, then return its manifest (created if new).
 
     resume: finished units are skipped, but only under the same fingerprint; overwrite: the previous
     run's recorded outputs are removed first; error: refuse a folder that already holds a run.
+    `options` (output.storage_options) build the filesystem; they are never part of the fingerprint.
     """
     if mode not in MODES:
         raise ConfigError(f"output.mode={mode!r}: choose one of {', '.join(MODES)}.")
-    fs, root = fsspec.core.url_to_fs(output)
+    fs, root = url_to_fs(output, options)
     root = root.rstrip("/")
     header, entries, untidy = _load(fs, posixpath.join(root, MANIFEST))
     current = fingerprint(settings)

@@ -7,12 +7,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import pyarrow.parquet as pq
 from dask.utils import parse_bytes
 
 from curator.errors import ConfigError
-from curator.io.files import FORMAT_SUFFIXES, InputFile
+from curator.io.files import FORMAT_SUFFIXES, InputFile, output_format
+from curator.io.paths import open_url
 
 PART_DIGITS = 4  # part numbers are zero-padded to at least this many digits
 _CHUNK = 8 << 20  # bytes read at a time when counting lines
@@ -60,7 +60,7 @@ class Part:
 
     def output_name(self, fmt: str | None) -> str:
         """Relative output file name of this unit in format `fmt` (None: the input's format)."""
-        return self.name + FORMAT_SUFFIXES[fmt or self.format]
+        return self.name + FORMAT_SUFFIXES[output_format(fmt, self.format)]
 
 
 def as_part(spec: InputFile | Part) -> Part:
@@ -82,10 +82,11 @@ def parse_blocksize(value: Any) -> int | None:
 
 
 def plan_parts(files: Iterable[InputFile], blocksize: int | None) -> list[Part]:
-    """Every input file as one Part, or as several when it is larger than `blocksize` and splittable."""
+    """Every input file as one Part, or as several when it is larger than `blocksize` and splittable
+    (plain JSONL and Parquet; compressed files and Arrow files are one unit each)."""
     parts: list[Part] = []
     for file in files:
-        if not blocksize or file.size <= blocksize or file.compressed:
+        if not blocksize or file.size <= blocksize or file.compressed or file.format == "arrow":
             parts.append(Part(file))
         elif file.format == "jsonl":
             parts.extend(_jsonl_parts(file, blocksize))
@@ -97,7 +98,7 @@ def plan_parts(files: Iterable[InputFile], blocksize: int | None) -> list[Part]:
 def _jsonl_parts(file: InputFile, blocksize: int) -> list[Part]:
     """Byte ranges of about `blocksize`, each moved forward to the next line start (a few small reads)."""
     bounds = [0]
-    with fsspec.open(file.path, "rb") as handle:
+    with open_url(file.path, "rb", file.storage_options) as handle:
         for target in range(blocksize, file.size, blocksize):
             if target <= bounds[-1]:  # a long line already carried us past this target
                 continue
@@ -115,7 +116,7 @@ def _jsonl_parts(file: InputFile, blocksize: int) -> list[Part]:
 
 def _parquet_parts(file: InputFile, blocksize: int) -> list[Part]:
     """Consecutive row groups of about `blocksize` compressed bytes (the footer is all that is read)."""
-    with fsspec.open(file.path, "rb") as handle:
+    with open_url(file.path, "rb", file.storage_options) as handle:
         meta = pq.ParquetFile(handle).metadata
     groups: list[list[int]] = []
     size = blocksize  # the first row group starts a part
@@ -162,7 +163,7 @@ def group_parts(parts: Sequence[Part], files_per_partition: int, blocksize: int 
 def count_lines(part: Part) -> int:
     """Lines in a JSONL part's byte range (each part ends after a newline, except perhaps the last)."""
     lines, left, last = 0, None if part.end is None else part.end - part.start, b""
-    with fsspec.open(part.path, "rb") as handle:
+    with open_url(part.path, "rb", part.file.storage_options) as handle:
         handle.seek(part.start)
         while left is None or left > 0:
             chunk = handle.read(_CHUNK if left is None else min(_CHUNK, left))

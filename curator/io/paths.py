@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Mapping
+from typing import IO, Any
 
 import fsspec
+
+Options = Mapping[str, Any] | None  # fsspec storage options (dataset./output.storage_options)
+
+
+def url_to_fs(url: str, options: Options = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem of a path or URL, built with the storage options (endpoints, ...), and the path."""
+    return fsspec.core.url_to_fs(url, **dict(options or {}))
+
+
+def open_url(url: str, mode: str = "rb", options: Options = None, **kwargs: Any) -> IO[bytes]:
+    """fsspec.open with the storage options (a context manager, like fsspec.open)."""
+    return fsspec.open(url, mode, **kwargs, **dict(options or {}))  # type: ignore[return-value]
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -13,9 +27,9 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
-def real_path(url: str) -> tuple[str, str]:
+def real_path(url: str, options: Options = None) -> tuple[str, str]:
     """(filesystem, path) of a URL with symlinks followed (local) or `.`/`..`/`//` removed (fsspec URLs)."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = url_to_fs(url, options)
     if is_local(fs):
         return "file", os.path.realpath(os.path.expanduser(path))
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]

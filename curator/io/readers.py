@@ -13,7 +13,6 @@ import math
 import re
 from typing import Any
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -32,6 +31,7 @@ from curator.columns import (
 from curator.errors import ConfigError
 from curator.io.files import InputFile
 from curator.io.partitions import Part, as_part
+from curator.io.paths import open_url
 
 __all__ = ["HIDDEN_PREFIX", "LINES_ATTR", "LINE_COLUMN", "RAW_COLUMN", "read_file"]
 
@@ -156,7 +156,7 @@ def read_jsonl(
     raws: list[str | bytes | None] = []
     lines: list[int] = []
     spanned = repaired = 0
-    with fsspec.open(part.path, "rb", compression="infer") as opened:
+    with open_url(part.path, "rb", part.file.storage_options, compression="infer") as opened:
         # zstandard's reader has no readline: a buffer gives every decompressor line iteration
         handle = io.BufferedReader(opened) if part.file.compressed else opened
         position = part.start
@@ -216,7 +216,7 @@ def read_parquet(
 ) -> pd.DataFrame:
     """A Parquet file (or some of its row groups) as a partition; columns keep their Arrow types exactly."""
     part = as_part(spec)
-    with fsspec.open(part.path, "rb") as handle:
+    with open_url(part.path, "rb", part.file.storage_options) as handle:
         if part.row_groups is not None and limit is None:
             table = pq.ParquetFile(handle).read_row_groups(list(part.row_groups))
         elif limit is None:
@@ -227,6 +227,45 @@ def read_parquet(
             table = (
                 pa.Table.from_batches([batch]) if batch is not None else parquet.schema_arrow.empty_table()
             )
+    return _table_frame(table, part, text_field, invalid_text)
+
+
+ARROW_FILE_MAGIC = b"ARROW1"  # the Arrow IPC file format starts with it; the streaming format does not
+
+
+def open_arrow(handle: Any) -> pa.ipc.RecordBatchStreamReader | pa.ipc.RecordBatchFileReader:
+    """A reader for an Arrow IPC file in either format: streaming (what `datasets` writes) or file."""
+    magic = handle.read(len(ARROW_FILE_MAGIC))
+    handle.seek(0)
+    return pa.ipc.open_file(handle) if magic == ARROW_FILE_MAGIC else pa.ipc.open_stream(handle)
+
+
+def read_arrow(
+    spec: InputFile | Part, text_field: str | None, limit: int | None = None, invalid_text: str = "quarantine"
+) -> pd.DataFrame:
+    """An Arrow IPC file (a `datasets.save_to_disk` data-*.arrow file, a .feather file) as a partition,
+    exactly as Parquet: Arrow types kept, rows numbered from 0, bad text marked."""
+    part = as_part(spec)
+    with open_url(part.path, "rb", part.file.storage_options) as handle:
+        reader = open_arrow(handle)
+        if isinstance(reader, pa.ipc.RecordBatchFileReader):
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        else:
+            batches = iter(reader)
+        kept, rows = [], 0
+        for batch in batches:
+            if limit is not None and rows >= limit:
+                break
+            kept.append(batch)
+            rows += batch.num_rows
+        table = pa.Table.from_batches(kept, schema=reader.schema)
+    if limit is not None:
+        table = table.slice(0, limit)
+    return _table_frame(table.replace_schema_metadata(None), part, text_field, invalid_text)
+
+
+def _table_frame(table: pa.Table, part: Part, text_field: str | None, invalid_text: str) -> pd.DataFrame:
+    """An Arrow table as a partition: names escaped, bad text marked, file row numbers as lines."""
     table = table.rename_columns([escape(c) for c in table.column_names])
     table, errors, raws, repaired = _check_utf8(table, invalid_text)
     frame = table.to_pandas(types_mapper=pd.ArrowDtype)  # exact round trip: maps, decimals, int8 with nulls
@@ -298,6 +337,8 @@ def read_file(
     part = as_part(spec)
     if part.format == "jsonl":
         frame = read_jsonl(part, text_field, limit, first_line, invalid_text)
+    elif part.format == "arrow":
+        frame = read_arrow(part, text_field, limit, invalid_text)
     else:
         frame = read_parquet(part, text_field, limit, invalid_text)
     return frame if id_field is None else fill_ids(frame, part.file.stem, escape(id_field))

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -79,15 +78,28 @@ def sample_schema(frames: Sequence[Any]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def footer_schema(paths: Sequence[str]) -> pa.Schema:
-    """The unified schema of Parquet inputs, from their footers alone (int64 with double: double)."""
+def file_schema(file: Any) -> pa.Schema:
+    """An Arrow-typed input's schema without reading its rows: a Parquet footer, an Arrow IPC header."""
+    from curator.io.paths import open_url
+    from curator.io.readers import open_arrow
+
+    with open_url(file.path, "rb", file.storage_options) as handle:
+        if file.format == "arrow":
+            return open_arrow(handle).schema.remove_metadata()
+        return pq.ParquetFile(handle).schema_arrow.remove_metadata()
+
+
+def footer_schema(files: Sequence[Any]) -> pa.Schema:
+    """The unified schema of Parquet and Arrow inputs, from their footers or headers alone (int64 with
+    double: double)."""
     schemas = []
-    for path in paths:
+    for file in files:
         try:
-            with fsspec.open(path, "rb") as handle:
-                schemas.append(pq.ParquetFile(handle).schema_arrow.remove_metadata())
+            schemas.append(file_schema(file))
         except (OSError, pa.ArrowException) as err:  # the unit fails on its own later, naming the file
-            log.warning("Cannot read the footer of %s (%s): it does not shape the run's schema", path, err)
+            log.warning(
+                "Cannot read the schema of %s (%s): it does not shape the run's schema", file.path, err
+            )
     if not schemas:
         return pa.schema([])
     try:
@@ -127,12 +139,13 @@ def plan_schema(
     """The run's Parquet schema, when any unit writes Parquet: Parquet footers, then sampled JSONL records
     (of the columns in `only`, when given: attribute files hold only the id)."""
     from curator.columns import ERROR_COLUMN
+    from curator.io.files import output_format
     from curator.io.readers import read_file
 
-    written = [f for f in files if (out_format or f.format) == "parquet"]
+    written = [f for f in files if output_format(out_format, f.format) == "parquet"]
     if not written:
         return None
-    parquet = [f.path for f in written if f.format == "parquet"]
+    parquet = [f for f in written if f.format != "jsonl"]  # Parquet and Arrow: typed columns
     inputs = [footer_schema(parquet)] if parquet else []
     if parquet and id_field not in inputs[0].names:  # ids the reader makes (`name:row`), first as written
         inputs.insert(0, pa.schema([pa.field(id_field, pa.string())]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import decimal
 import gzip
 import json
@@ -29,7 +30,9 @@ from curator.columns import (
     data_columns,
     unescape,
 )
+from curator.io.files import output_format
 from curator.io.lock import temporary_suffix
+from curator.io.paths import url_to_fs
 from curator.io.schema import as_json_text, infer_field, is_json_text
 
 JSON_ROWS = 10_000  # JSONL is serialised this many rows at a time (no whole-partition string)
@@ -59,14 +62,16 @@ class OutputTarget:
     format: str | None = None
     write_filtered: bool = False
     schema: pa.Schema | None = None  # the run's Parquet schema (one for every Parquet file of the run)
+    # output.storage_options (endpoints, ...): may hold credentials, so never shown
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
     compression: str | None = None  # none | gzip | zstd; None: as the input (JSONL), snappy (Parquet)
     row_group_size: int | None = None  # Parquet rows per row group; None: pyarrow's default
     content: str = "all"  # all: documents + new columns; attributes: id + new columns, every row
     keep_column: str | None = None  # attributes with a filter: the column of keep flags
 
     def fmt(self, spec: Unit) -> str:
-        """The format a unit is written in."""
-        return self.format or spec.format
+        """The format a unit is written in (Arrow inputs: Parquet)."""
+        return output_format(self.format, spec.format)
 
     def codec(self, spec: Unit) -> str | None:
         """A unit's compression: the configured one, else its input's (gzip, zstd), else none."""
@@ -81,11 +86,11 @@ class OutputTarget:
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
-        return fsspec.core.url_to_fs(self.path)[0]
+        return url_to_fs(self.path, self.storage_options)[0]
 
     def location(self, relative: str) -> str:
         """A relative output name as a path on `fs`."""
-        return posixpath.join(fsspec.core.url_to_fs(self.path)[1], relative)
+        return posixpath.join(url_to_fs(self.path, self.storage_options)[1], relative)
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[IO[bytes]], None]) -> None:
