@@ -355,6 +355,8 @@ def raw_reply(tokenizer: Any, prompt: str, prompt_ids: list[int], new_ids: np.nd
 class AegisClassifier(LlamaGuardClassifier):
     """AEGIS content safety: Llama Guard + an NVIDIA LoRA adapter, greedy reply parsed into a label."""
 
+    generates = True
+
     def __init__(
         self,
         name: str,

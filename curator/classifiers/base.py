@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,9 @@ class DistributedDataClassifier:
     The engine tokenises, sorts by length, batches under a token budget, runs `model(input_ids,
     attention_mask)` and hands `postprocess` the outputs in the partition's row order.
     """
+
+    # True for families with their own generation loop (AEGIS): engines of one forward pass refuse them.
+    generates: ClassVar[bool] = False
 
     def __init__(
         self,
