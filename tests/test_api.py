@@ -285,7 +285,8 @@ def test_blocksize_and_files_per_partition_change_partitions_not_results(
     pd.testing.assert_frame_equal(whole, one["big.jsonl"])  # same ids (file:line), texts and scores
     for name in (n for n in one if n.startswith("small")):
         pd.testing.assert_frame_equal(parts[name], one[name])
-    bad = [json.loads(line) for p in (tmp_path / "split" / "_quarantine").glob("*.jsonl") for line in p.open()]
+    quarantined = (tmp_path / "split" / "_quarantine").glob("*.jsonl")
+    bad = [json.loads(line) for p in quarantined for line in p.open()]
     assert [(b["line"], b["raw"]) for b in bad] == [(21, "not json")]  # the whole file's line number
 
 
