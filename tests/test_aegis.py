@@ -18,9 +18,11 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from curator import pipeline
-from curator.classifiers.aegis import AegisClassifier, InstructionDataGuardClassifier, raw_reply
+from curator.classifiers.aegis import AegisClassifier
 from curator.classifiers.aegis_prompt import AEGIS_LABELS, UNSAFE_CATEGORIES, format_aegis, parse_aegis_reply
+from curator.classifiers.aegis_reply import raw_reply
 from curator.classifiers.base import ERROR_COLUMN
+from curator.classifiers.instruction_data_guard import InstructionDataGuardClassifier
 from curator.config import InferenceConfig
 from curator.inference.engine import BatchPlan, RunStats, run_batches
 from curator.models.hub import ModelNotAvailableError

@@ -237,18 +237,44 @@ class DistributedDataClassifier:
             model = quantize_int8(model, device)
         return model
 
+    def cpu_budget(self, config: Any, max_length: int) -> int:
+        """Tokens per CPU batch when none is configured: a cache-sized one for encoders."""
+        return cpu_token_budget(config, max_length)
+
+    def memory_per_token(self, config: Any, dtype_bytes: int) -> float | None:
+        """CUDA bytes one batch token needs; None: the encoder estimate, which grows with the length."""
+        return None
+
     def token_budget(self, model: torch.nn.Module, device: torch.device, max_length: int) -> int:
-        """The configured budget, else a cache-sized one on CPU, else what free CUDA memory allows."""
+        """The configured budget, else `cpu_budget` on CPU, else what free CUDA memory allows."""
         if self.inference.token_budget:
             return self.inference.token_budget
         config = getattr(model, "config", None)  # every family's model exposes its backbone config
         if device.type != "cuda":
-            return cpu_token_budget(config, max_length)
+            return self.cpu_budget(config, max_length)
         autocast = resolve_autocast(self.inference.dtype, device)
         dtype_bytes = torch.finfo(autocast).bits // 8 if autocast else 4
+        per_token = self.memory_per_token(config, dtype_bytes)
         cap = self.inference.max_mem_gb
-        key = (self.model_key(), str(device), dtype_bytes, max_length, cap, "budget")
-        return cache.get_or_load(key, lambda: cuda_token_budget(config, device, max_length, dtype_bytes, cap))
+        # measured once per model (and per length where the cost per token depends on it)
+        key = (self.model_key(), str(device), dtype_bytes, cap, "budget", per_token or max_length)
+        return cache.get_or_load(
+            key, lambda: cuda_token_budget(config, device, max_length, dtype_bytes, cap, per_token)
+        )
+
+    def plan(
+        self, model: torch.nn.Module, device: torch.device, max_length: int, extra: int = 0
+    ) -> BatchPlan:
+        """Sorted batches under the token budget, each row charged `extra` tokens more (generated ones)."""
+        prefetch = self.inference.prefetch
+        return BatchPlan(
+            token_budget=self.token_budget(model, device, max_length + extra),
+            max_rows=self.batch_size,
+            sort=self.inference.sort,
+            autocast=resolve_autocast(self.inference.dtype, device),
+            prefetch=device.type == "cuda" if prefetch is None else prefetch,
+            extra_tokens=extra,
+        )
 
     def predict(self, texts: list[str], stats: RunStats | None = None) -> dict[str, Any]:
         """Classify texts in memory: the engine's whole path for one partition (costs into `stats`)."""
@@ -256,14 +282,7 @@ class DistributedDataClassifier:
         texts = self.model_texts(texts)
         max_length = self.token_limit(tokenizer)
         ids = tokenize(tokenizer, texts, max_length)
-        prefetch = self.inference.prefetch
-        plan = BatchPlan(
-            token_budget=self.token_budget(model, device, max_length),
-            max_rows=self.batch_size,
-            sort=self.inference.sort,
-            autocast=resolve_autocast(self.inference.dtype, device),
-            prefetch=device.type == "cuda" if prefetch is None else prefetch,
-        )
+        plan = self.plan(model, device, max_length)
         self.last_stats = stats = stats if stats is not None else RunStats()
         outputs = run_batches(
             ids,

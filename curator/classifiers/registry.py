@@ -16,7 +16,7 @@ FAMILIES = {
     "deberta_mixin": "curator.classifiers.mixin:MixinClassifier",
     "prompt_task_complexity": "curator.classifiers.prompt_task:PromptTaskComplexityClassifier",
     "llm_guard": "curator.classifiers.aegis:AegisClassifier",
-    "instruction_data_guard": "curator.classifiers.aegis:InstructionDataGuardClassifier",
+    "instruction_data_guard": "curator.classifiers.instruction_data_guard:InstructionDataGuardClassifier",
 }
 
 
