@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -25,12 +26,17 @@ from curator.classifiers.aegis_reply import (
     reply_settled,
     round_trips,
 )
-from curator.classifiers.llama_guard import AEGIS_DEFENSIVE, LLAMA_GUARD, LlamaGuardClassifier
-from curator.config import ClassifierConfig
+from curator.classifiers.llama_guard import (
+    AEGIS_DEFENSIVE,
+    LLAMA_GUARD,
+    LlamaGuardClassifier,
+    LlamaGuardConfig,
+)
 from curator.errors import ConfigError
 from curator.inference.engine import RunStats, run_batches, tokenize
 from curator.inference.generation import FastReply, GreedyReply, bits_float
 from curator.inference.kv_cache import supports_prefix_cache
+from curator.validate import at_least, choice
 
 SCORE_COLUMN = "aegis_unsafe_prob"
 GENERATIONS = ("fast", "reference")
@@ -40,9 +46,22 @@ _LAYOUT_LOCK = threading.Lock()
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class AegisConfig(LlamaGuardConfig):
+    """`family: llm_guard` (`model` is the LoRA adapter)."""
+
+    keep_raw_pred: bool = False  # also write the model's raw reply
+    raw_pred_column: str | None = None  # column of the raw reply
+    max_new_tokens: int = 100  # generation limit
+    generation: str = "fast"  # fast (cached prompt prefix, stop once the label is set) | reference
+    score_unsafe: bool = False  # write P("unsafe") of the first reply token to score_column
+    unsafe_threshold: float | None = None  # the reply starts "unsafe" iff P >= this (None: greedy)
+
+
 class AegisClassifier(LlamaGuardClassifier):
     """AEGIS content safety: Llama Guard + an NVIDIA LoRA adapter, greedy reply parsed into a label."""
 
+    schema = AegisConfig
     generates = True
 
     def __init__(
@@ -78,21 +97,21 @@ class AegisClassifier(LlamaGuardClassifier):
         self.adapter_folder(), self.base_folder()  # fail on the client, before any cluster starts
 
     @classmethod
-    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> AegisClassifier:
-        return cls(
-            name,
-            model=cfg.model,
-            base_model=cfg.base_model,
-            revision=cfg.revision,
-            keep_raw_pred=cfg.keep_raw_pred,
-            raw_pred_column=cfg.raw_pred_column,
-            max_new_tokens=cfg.max_new_tokens,
-            allow_pickle=cfg.allow_pickle,
-            generation=cfg.generation,
-            score_unsafe=cfg.score_unsafe,
-            unsafe_threshold=cfg.unsafe_threshold,
-            **common,
-        )
+    def config_columns(cls, cfg: AegisConfig) -> list[str]:
+        raw = cfg.raw_pred_column
+        note = "" if cfg.keep_raw_pred else " (with keep_raw_pred=true)"
+        return [*super().config_columns(cfg), *([raw + note] if raw else [])]
+
+    @classmethod
+    def config_labels(cls, cfg: AegisConfig) -> tuple[list[str], str] | None:
+        return list(AEGIS_LABELS), "reply parser"
+
+    @classmethod
+    def config_problems(cls, key: str, cfg: AegisConfig) -> Iterator[str]:
+        yield from at_least(f"{key}.max_new_tokens", cfg.max_new_tokens, 1)
+        yield from choice(f"{key}.generation", cfg.generation, GENERATIONS)
+        if cfg.unsafe_threshold is not None and not 0 <= cfg.unsafe_threshold <= 1:
+            yield f"{key}.unsafe_threshold={cfg.unsafe_threshold}: must lie in [0, 1] (or null)"
 
     @property
     def labels(self) -> list[str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +49,8 @@ class DistributedDataClassifier:
     attention_mask)` and hands `postprocess` the outputs in the partition's row order.
     """
 
+    # The YAML keys of this family (each also a keyword of __init__); see the registry.
+    schema: ClassVar[type[ClassifierConfig]] = ClassifierConfig
     # True for families with their own generation loop (AEGIS): engines of one forward pass refuse them.
     generates: ClassVar[bool] = False
 
@@ -99,8 +102,28 @@ class DistributedDataClassifier:
 
     @classmethod
     def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> DistributedDataClassifier:
-        """Build from a classifier's YAML; families with more keys than model/revision override this."""
-        return cls(name, model=cfg.model, revision=cfg.revision, **common)  # type: ignore[call-arg]
+        """Build from a classifier's settings (its `schema`): each key is the keyword of the same name."""
+        keys = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("family", *common)}
+        return cls(name, **keys, **common)
+
+    # ---- what a config says, before any model is built (the catalog and start-up checks) ---------
+    @classmethod
+    def config_columns(cls, cfg: ClassifierConfig) -> list[str]:
+        """The output columns `cfg` writes, conditional ones with their condition (for the catalog)."""
+        out = [c for c in (cfg.pred_column, cfg.score_column) if c]
+        if cfg.prob_column:
+            out.append(cfg.prob_column + ("" if cfg.keep_prob else " (with keep_prob=true)"))
+        return out
+
+    @classmethod
+    def config_labels(cls, cfg: ClassifierConfig) -> tuple[list[str], str] | None:
+        """The labels `cfg` names and where they come from; None: the checkpoint's (the catalog looks)."""
+        return None
+
+    @classmethod
+    def config_problems(cls, key: str, cfg: ClassifierConfig) -> Iterator[str]:
+        """Problems of this family's own keys, each a line naming `key`.<field> (see curator.validate)."""
+        return iter(())
 
     # ---- hooks ---------------------------------------------------------------------------------
     def load_model(self, device: torch.device) -> torch.nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,16 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from curator.classifiers.llama_guard import AEGIS_DEFENSIVE, LLAMA_GUARD, LlamaGuardClassifier
-from curator.config import ClassifierConfig
+from curator.classifiers.llama_guard import (
+    AEGIS_DEFENSIVE,
+    LLAMA_GUARD,
+    LlamaGuardClassifier,
+    LlamaGuardConfig,
+)
 from curator.errors import ConfigError
 from curator.models.weights import load_strict, read_safetensors
+
+DEFAULT_SCORE_COLUMN = "instruction_data_guard_poisoning_score"
 
 
 class GuardHead(torch.nn.Module):
@@ -70,8 +77,17 @@ class PoisonScore(torch.nn.Module):
             return self.head(last)
 
 
+@dataclass
+class GuardConfig(LlamaGuardConfig):
+    """`family: instruction_data_guard` (`model` is the MLP head)."""
+
+    adapter: str | None = None  # the LoRA adapter merged into base_model
+
+
 class InstructionDataGuardClassifier(LlamaGuardClassifier):
     """Instruction Data Guard: a poisoning score (and is_poisoned = score ≥ 0.5) per instruction sample."""
+
+    schema = GuardConfig
 
     keeps_kv_cache = False
 
@@ -87,7 +103,7 @@ class InstructionDataGuardClassifier(LlamaGuardClassifier):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pred_column", "is_poisoned")
-        kwargs["score_column"] = kwargs.get("score_column") or "instruction_data_guard_poisoning_score"
+        kwargs["score_column"] = kwargs.get("score_column") or DEFAULT_SCORE_COLUMN
         super().__init__(name, **kwargs)
         self.model = model
         self.base_model = base_model or LLAMA_GUARD
@@ -99,16 +115,12 @@ class InstructionDataGuardClassifier(LlamaGuardClassifier):
         self.head_folder(), self.adapter_folder(), self.base_folder()  # fail on the client
 
     @classmethod
-    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> InstructionDataGuardClassifier:
-        return cls(
-            name,
-            model=cfg.model,
-            base_model=cfg.base_model,
-            adapter=cfg.adapter,
-            revision=cfg.revision,
-            allow_pickle=cfg.allow_pickle,
-            **common,
-        )
+    def config_columns(cls, cfg: GuardConfig) -> list[str]:
+        return [*super().config_columns(cfg), *([] if cfg.score_column else [DEFAULT_SCORE_COLUMN])]
+
+    @classmethod
+    def config_labels(cls, cfg: GuardConfig) -> tuple[list[str], str] | None:
+        return [], "nowhere: it writes a score and a flag"
 
     def head_folder(self) -> Path:
         """The guard head's folder (config.json + model.safetensors)."""

@@ -1,8 +1,18 @@
-"""Config → classifier objects: the one place that knows which family builds which class."""
+"""Config → classifier objects: the one place that knows which family builds which class.
+
+A family is a `DistributedDataClassifier` subclass whose `schema` (a dataclass extending
+`ClassifierConfig`) lists its YAML keys, each also a keyword of its constructor; `register_family` (or
+a line in FAMILIES) makes `family: <name>` in a classifier YAML build it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from functools import cache
 from importlib import import_module
+from typing import Any, get_type_hints
+
+from omegaconf import OmegaConf
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.config import ClassifierConfig, InferenceConfig
@@ -20,10 +30,80 @@ FAMILIES = {
 }
 
 
+def register_family(family: str, target: str) -> None:
+    """Make `family: <family>` build `target` ("module:Class"); call before composing configs."""
+    FAMILIES[family] = target
+    family_class.cache_clear()
+    composed_schema.cache_clear()
+
+
+@cache
 def family_class(family: str) -> type[DistributedDataClassifier]:
-    """The class behind a family name."""
+    """The class behind a family name; an unknown name is an error listing the known ones."""
+    if family not in FAMILIES:
+        raise ConfigError(f"Unknown classifier family {family!r}; known families: {sorted(FAMILIES)}")
     module, _, attr = FAMILIES[family].partition(":")
     return getattr(import_module(module), attr)
+
+
+@cache
+def composed_schema() -> type[ClassifierConfig]:
+    """What a classifier node may hold while Hydra composes it: every registered family's keys.
+
+    A key two families share must have one type and one default, so a node means the same to both.
+    """
+    own: dict[str, tuple[Any, dataclasses.Field, str]] = {}
+    base = {f.name for f in dataclasses.fields(ClassifierConfig)}
+    for family in FAMILIES:
+        schema = family_class(family).schema
+        hints = get_type_hints(schema)  # the types themselves, not their names in the family's module
+        for f in dataclasses.fields(schema):
+            if f.name in base:
+                continue
+            if f.name in own and (own[f.name][0], _default(own[f.name][1])) != (hints[f.name], _default(f)):
+                raise ConfigError(
+                    f"Family {family!r} declares key {f.name!r} unlike family {own[f.name][2]!r} "
+                    "(another type or default); rename one of them."
+                )
+            own.setdefault(f.name, (hints[f.name], f, family))
+    extra = [(name, kind, _copy(f)) for name, (kind, f, _) in own.items()]
+    return dataclasses.make_dataclass("ComposedClassifierConfig", extra, bases=(ClassifierConfig,))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _copy(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=f.default_factory)
+    return dataclasses.field(default=f.default)
+
+
+def load_config(*nodes: Any) -> ClassifierConfig:
+    """A classifier YAML (+ overrides) in its family's schema; OmegaConf names a wrong key or type."""
+    family = OmegaConf.merge(*nodes).get("family")
+    node = OmegaConf.merge(OmegaConf.structured(family_class(family).schema), *nodes)
+    return OmegaConf.to_object(node)  # type: ignore[return-value]
+
+
+def family_config(name: str, composed: ClassifierConfig) -> ClassifierConfig:
+    """A composed classifier node in its family's own schema; a key set for another family is an error."""
+    schema = family_class(composed.family).schema
+    keys = {f.name for f in dataclasses.fields(schema)}
+    foreign = sorted(
+        f.name
+        for f in dataclasses.fields(composed)
+        if f.name not in keys and getattr(composed, f.name) != _default(f)
+    )
+    if foreign:
+        raise ConfigError(
+            f"Classifier {name!r} (family {composed.family}) does not take {', '.join(foreign)}; "
+            f"its keys: {', '.join(sorted(keys))}."
+        )
+    return schema(**{key: getattr(composed, key) for key in keys})
 
 
 def build_classifier(
@@ -37,23 +117,11 @@ def build_classifier(
 
     `token` comes only from the Python API (configs never hold secrets; runs read HF_TOKEN).
     """
-    if cfg.family not in FAMILIES:
-        raise ConfigError(
-            f"Classifier {name!r}: unknown family {cfg.family!r}; known families: {sorted(FAMILIES)}"
-        )
-    common = dict(
-        text_field=cfg.text_field or text_field,
-        pred_column=cfg.pred_column,
-        score_column=cfg.score_column,
-        prob_column=cfg.prob_column,
-        keep_prob=cfg.keep_prob,
-        max_chars=cfg.max_chars,
-        max_length=cfg.max_length,
-        batch_size=cfg.batch_size,
-        inference=inference,
-        token=token,
-    )
-    return family_class(cfg.family).from_config(name, cfg, **common)
+    cls = family_class(cfg.family)
+    if type(cfg) is not cls.schema:
+        cfg = family_config(name, cfg)
+    common = dict(text_field=cfg.text_field or text_field, inference=inference, token=token)
+    return cls.from_config(name, cfg, **common)
 
 
 def build_classifiers(
