@@ -1,8 +1,9 @@
 """Config → classifier objects: the one place that knows which family builds which class.
 
 A family is a `DistributedDataClassifier` subclass whose `schema` (a dataclass extending
-`ClassifierConfig`) lists its YAML keys, each also a keyword of its constructor; `register_family` (or
-a line in FAMILIES) makes `family: <name>` in a classifier YAML build it.
+`ClassifierConfig`) lists its YAML keys, each also a keyword of its constructor. A line in FAMILIES, a
+`register_family` call, or an installed package's `curator.families` entry point makes `family: <name>`
+in a classifier YAML build it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from functools import cache
 from importlib import import_module
+from importlib.metadata import entry_points
 from typing import Any, get_type_hints
 
 from omegaconf import OmegaConf
@@ -31,10 +33,17 @@ FAMILIES = {
 
 
 def register_family(family: str, target: str) -> None:
-    """Make `family: <family>` build `target` ("module:Class"); call before composing configs."""
+    """Make `family: <family>` build `target` ("module:Class"); call before `register_configs()`."""
     FAMILIES[family] = target
     family_class.cache_clear()
     composed_schema.cache_clear()
+
+
+def add_entry_points() -> None:
+    """Families that installed packages declare (`[project.entry-points."curator.families"]`)."""
+    for point in entry_points(group="curator.families"):
+        if point.name not in FAMILIES:
+            register_family(point.name, point.value)
 
 
 @cache
@@ -141,3 +150,6 @@ def build_classifiers(
                 )
             seen[column] = clf.name
     return classifiers
+
+
+add_entry_points()
