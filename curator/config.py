@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any
 
@@ -159,13 +159,11 @@ def register_configs() -> None:
     A classifier node accepts the keys of every registered family (Hydra checks names and types, also of
     `classifier.<name>.<key>=value`); `to_config` then holds each to its own family's schema.
     """
-    from curator.classifiers.registry import composed_schema
+    from curator.classifiers.registry import composed_config
 
     if not OmegaConf.has_resolver("curator.data"):
         OmegaConf.register_new_resolver("curator.data", package_data)
-    classifier = ("classifier", dict[str, composed_schema()], field(default_factory=dict))
-    node = make_dataclass("Config", [classifier], bases=(Config,))
-    ConfigStore.instance().store(name="base_config", node=node)
+    ConfigStore.instance().store(name="base_config", node=composed_config())
 
 
 def to_config(cfg: Any) -> Config:

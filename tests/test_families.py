@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args, get_type_hints
@@ -82,6 +85,7 @@ def keyword_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minilm_path:
     registry.FAMILIES.update(shipped)
     registry.family_class.cache_clear()
     registry.composed_schema.cache_clear()
+    registry.composed_config.cache_clear()
     register_configs()  # the shipped families only, for the tests that follow
 
 
@@ -121,6 +125,18 @@ def test_an_installed_package_declares_its_family_by_entry_point(
     register_configs()
     cfg = compose_config([f"hydra.searchpath=[file://{keyword_family}]", "classifier=orders"])
     assert cfg.classifier["orders"].keyword == "order"
+
+
+def test_a_composed_config_pickles_for_launchers(tmp_path: Path) -> None:
+    """submitit pickles the composed DictConfig; its schema classes load by name in a fresh process."""
+    from hydra import compose, initialize_config_module
+
+    register_configs()
+    with initialize_config_module(config_module="curator.conf", version_base="1.3"):
+        (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(compose(config_name="config")))
+    code = f"import pickle; print(pickle.load(open({str(tmp_path / 'cfg.pkl')!r}, 'rb')).classifier)"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "zero_shot_domain" in shown
 
 
 def test_a_misspelt_key_of_a_published_classifier_fails_at_composition() -> None:

@@ -17,7 +17,7 @@ from typing import Any, get_type_hints
 from omegaconf import OmegaConf
 
 from curator.classifiers.base import DistributedDataClassifier
-from curator.config import ClassifierConfig, InferenceConfig
+from curator.config import ClassifierConfig, Config, InferenceConfig
 from curator.errors import ConfigError
 
 # family name (the YAML's `family:`) → the class that implements it, imported only when used
@@ -37,6 +37,7 @@ def register_family(family: str, target: str) -> None:
     FAMILIES[family] = target
     family_class.cache_clear()
     composed_schema.cache_clear()
+    composed_config.cache_clear()
 
 
 def add_entry_points() -> None:
@@ -76,7 +77,27 @@ def composed_schema() -> type[ClassifierConfig]:
                 )
             own.setdefault(f.name, (hints[f.name], f, family))
     extra = [(name, kind, _copy(f)) for name, (kind, f, _) in own.items()]
-    return dataclasses.make_dataclass("ComposedClassifierConfig", extra, bases=(ClassifierConfig,))
+    schema = dataclasses.make_dataclass("ComposedClassifierConfig", extra, bases=(ClassifierConfig,))
+    schema.__module__ = __name__  # pickled by name (submitit ships composed configs to its jobs)
+    return schema
+
+
+@cache
+def composed_config() -> type[Config]:
+    """The run's schema while Hydra composes it: `Config` whose classifier nodes are `composed_schema()`."""
+    classifier = ("classifier", dict[str, composed_schema()], dataclasses.field(default_factory=dict))
+    schema = dataclasses.make_dataclass("ComposedConfig", [classifier], bases=(Config,))
+    schema.__module__ = __name__
+    return schema
+
+
+def __getattr__(name: str) -> Any:
+    """The composed schemas by name, so that a pickled config loads in a fresh process."""
+    if name == "ComposedClassifierConfig":
+        return composed_schema()
+    if name == "ComposedConfig":
+        return composed_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _default(f: dataclasses.Field) -> Any:
