@@ -16,8 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from curator.classifiers.aegis_prompt import AEGIS_LABELS
-from curator.classifiers.prompt_task import COMPLEXITY_COLUMN, SCORED
+from curator.classifiers.registry import family_class, load_config
 from curator.config import ClassifierConfig
 
 CONTENT_TYPES = [
@@ -38,9 +37,6 @@ def published_labels(model: str) -> list[str] | None:
     }.get(model)
 
 
-PROMPT_COLUMNS = ["task_type_1", "task_type_2", "task_type_prob", *SCORED, COMPLEXITY_COLUMN]
-
-
 def config_files(config_dirs: list[str]) -> dict[str, Path]:
     """classifier name → YAML file: the shipped ones, then the user's (which win on equal names)."""
     folders = [Path(str(resources.files("curator.conf") / "classifier"))]
@@ -53,38 +49,15 @@ def config_files(config_dirs: list[str]) -> dict[str, Path]:
 
 
 def load(path: Path) -> ClassifierConfig:
-    """One classifier YAML through the schema (a typo fails here too)."""
-    node = OmegaConf.merge(OmegaConf.structured(ClassifierConfig), OmegaConf.load(path))
-    return OmegaConf.to_object(node)  # type: ignore[return-value]
-
-
-def columns(cfg: ClassifierConfig) -> list[str]:
-    """The output columns a config writes, with a note on the conditional ones."""
-    if cfg.family == "prompt_task_complexity":
-        return list(PROMPT_COLUMNS)
-    out = [cfg.pred_column]
-    for column, note in (
-        (cfg.score_column, ""),
-        (cfg.int_column, ""),
-        (cfg.label_column, ""),
-        (cfg.prob_column, "" if cfg.keep_prob else " (with keep_prob=true)"),
-        (cfg.raw_pred_column, "" if cfg.keep_raw_pred else " (with keep_raw_pred=true)"),
-    ):
-        if column:
-            out.append(column + note)
-    if cfg.family == "instruction_data_guard" and cfg.score_column is None:
-        out.append("instruction_data_guard_poisoning_score")
-    return out
+    """One classifier YAML through its family's schema (a typo fails here too)."""
+    return load_config(OmegaConf.load(path))
 
 
 def labels(cfg: ClassifierConfig) -> tuple[list[str], str]:
-    """The labels and where they come from (the YAML, the published checkpoint, or its config)."""
-    if cfg.labels:
-        return [label.name for label in cfg.labels], "config"
-    if cfg.family == "instruction_data_guard":
-        return [], "nowhere: it writes a score and a flag"
-    if cfg.family == "llm_guard":
-        return list(AEGIS_LABELS), "reply parser"
+    """The labels and where they come from (the YAML, the family, the published checkpoint, its config)."""
+    named = family_class(cfg.family).config_labels(cfg)
+    if named is not None:
+        return named
     published = published_labels(cfg.model)
     if published:
         return published, "published checkpoint"
@@ -103,9 +76,9 @@ def describe(name: str, cfg: ClassifierConfig) -> dict[str, Any]:
         "name": name,
         "family": cfg.family,
         "model": cfg.model,
-        "base_model": cfg.base_model,
-        "adapter": cfg.adapter,
-        "columns": columns(cfg),
+        "base_model": getattr(cfg, "base_model", None),
+        "adapter": getattr(cfg, "adapter", None),
+        "columns": family_class(cfg.family).config_columns(cfg),
         "labels": names,
         "labels_from": source,
         "max_length": cfg.max_length,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any
 
@@ -82,17 +82,11 @@ class LabelConfig:
 
 @dataclass
 class ClassifierConfig:
-    """One classifier: mostly data (model family, model, labels, columns, limits)."""
+    """The keys every classifier has; each family's schema extends it (`schema` on the family's class)."""
 
-    family: str = MISSING  # model family; see FAMILIES in curator.classifiers.registry
+    family: str = MISSING  # model family: a name registered in curator.classifiers.registry
     model: str = MISSING  # hub id or local path
     revision: str | None = None  # hub revision to pin
-    base_model: str | None = None  # mixin: backbone override; llm_guard: the base LLM under the LoRA adapter
-    adapter: str | None = None  # instruction_data_guard: the LoRA adapter applied to base_model
-    allow_pickle: bool = False  # load a pickle checkpoint (model.pth, pytorch_model.bin) if no safetensors
-    labels: list[LabelConfig] = field(default_factory=list)  # zero-shot labels; regression: [above, below]
-    label_template: str = "{description}"  # text embedded for a label; {name} and {description}
-    temperature: float = 0.05  # zero-shot softmax temperature over cosine similarities
     pred_column: str = MISSING  # predicted label
     score_column: str | None = None  # float score of the prediction (filters test it)
     prob_column: str | None = None  # full probability vector (list), written when keep_prob
@@ -101,16 +95,6 @@ class ClassifierConfig:
     max_chars: int | None = None  # cut documents to this many code points before tokenising
     max_length: int | None = None  # token truncation; None: the model's own limit
     batch_size: int = 256  # cap on rows per batch; the token budget decides the actual size
-    int_column: str | None = None  # regression: the score rounded half to even
-    label_column: str | None = None  # regression: a label from label_threshold (Mixtral/Nemotron variants)
-    label_threshold: float = 2.5  # regression: score >= threshold -> labels[0], else labels[1]
-    score_range: list[float] | None = None  # regression: clip the score to [low, high]
-    keep_raw_pred: bool = False  # llm_guard: also write the model's raw reply
-    raw_pred_column: str | None = None  # llm_guard: column of the raw reply
-    max_new_tokens: int = 100  # llm_guard: generation limit
-    generation: str = "fast"  # llm_guard: fast (cached prompt prefix, stop once the label is set) | reference
-    score_unsafe: bool = False  # llm_guard: write P("unsafe") of the first reply token to score_column
-    unsafe_threshold: float | None = None  # llm_guard: the reply starts "unsafe" iff P >= this (None: greedy)
 
 
 @dataclass
@@ -174,7 +158,7 @@ class Config:
 
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    classifier: dict[str, ClassifierConfig] = field(default_factory=dict)
+    classifier: dict[str, ClassifierConfig] = field(default_factory=dict)  # each in its family's schema
     filter: FilterConfig = field(default_factory=FilterConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -189,14 +173,26 @@ def package_data(name: str) -> str:
 
 
 def register_configs() -> None:
-    """Register the schemas and resolvers; idempotent, called before any composition."""
+    """Register the schemas and resolvers; idempotent, called before any composition.
+
+    A classifier node accepts the keys of every registered family (Hydra checks names and types, also of
+    `classifier.<name>.<key>=value`); `to_config` then holds each to its own family's schema.
+    """
+    from curator.classifiers.registry import composed_config
+
     if not OmegaConf.has_resolver("curator.data"):
         OmegaConf.register_new_resolver("curator.data", package_data)
-    ConfigStore.instance().store(name="base_config", node=Config)
+    ConfigStore.instance().store(name="base_config", node=composed_config())
 
 
 def to_config(cfg: Any) -> Config:
-    """Turn a composed DictConfig into plain dataclasses (code below the entry point never sees Hydra)."""
+    """Turn a composed DictConfig into plain dataclasses (code below the entry point never sees Hydra),
+    each classifier in its family's own schema (a key of another family is an error here)."""
     if isinstance(cfg, Config):
         return cfg
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    from curator.classifiers.registry import family_config
+
+    composed = OmegaConf.to_object(cfg)
+    values = {f.name: getattr(composed, f.name) for f in fields(Config)}
+    values["classifier"] = {name: family_config(name, c) for name, c in composed.classifier.items()}
+    return Config(**values)

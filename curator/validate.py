@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import fields
 from typing import Any
 
 from curator.config import ClassifierConfig, ClusterConfig, Config, DatasetConfig, InferenceConfig
@@ -167,26 +168,20 @@ def cluster_problems(cfg: ClusterConfig) -> Iterator[str]:
 
 def classifier_problems(name: str, cfg: ClassifierConfig, prefix: str | None = None) -> Iterator[str]:
     """One classifier's limits and columns; `prefix` is how its keys are named (classifier.<name>)."""
-    from curator.classifiers.registry import FAMILIES
+    from curator.classifiers.registry import FAMILIES, family_class
 
     key = f"classifier.{name}" if prefix is None else prefix
-    yield from choice(f"{key}.family", cfg.family, sorted(FAMILIES))
+    unknown = list(choice(f"{key}.family", cfg.family, sorted(FAMILIES)))
+    yield from unknown
     yield from at_least(f"{key}.batch_size", cfg.batch_size, 1, what=" (a cap on rows per batch)")
     yield from at_least(f"{key}.max_chars", cfg.max_chars, 1, optional=True, what=" (null: no cut)")
     yield from at_least(f"{key}.max_length", cfg.max_length, 1, optional=True, what=" (null: the model's)")
     yield from non_empty(f"{key}.pred_column", cfg.pred_column)
     yield from non_empty(f"{key}.text_field", cfg.text_field, optional=True)
-    for column in ("score_column", "prob_column", "int_column", "label_column", "raw_pred_column"):
+    for column in (f.name for f in fields(cfg) if f.name.endswith("_column") and f.name != "pred_column"):
         yield from non_empty(f"{key}.{column}", getattr(cfg, column), optional=True)
-    yield from positive(f"{key}.temperature", cfg.temperature)
-    yield from at_least(f"{key}.max_new_tokens", cfg.max_new_tokens, 1)
-    yield from choice(f"{key}.generation", cfg.generation, ("fast", "reference"))
-    if cfg.score_range is not None and (
-        len(cfg.score_range) != 2 or cfg.score_range[0] >= cfg.score_range[1]
-    ):
-        yield f"{key}.score_range={cfg.score_range}: must be [low, high] with low < high"
-    if cfg.unsafe_threshold is not None and not 0 <= cfg.unsafe_threshold <= 1:
-        yield f"{key}.unsafe_threshold={cfg.unsafe_threshold}: must lie in [0, 1] (or null)"
+    if not unknown:
+        yield from family_class(cfg.family).config_problems(key, cfg)
 
 
 def inference_problems(cfg: InferenceConfig) -> Iterator[str]:

@@ -33,10 +33,11 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curator.classifiers.aegis import AegisClassifier, FastReply  # noqa: E402
+from curator.classifiers.aegis import AegisClassifier  # noqa: E402
 from curator.classifiers.aegis_prompt import format_aegis  # noqa: E402
 from curator.config import InferenceConfig  # noqa: E402
 from curator.inference import cache  # noqa: E402
+from curator.inference.generation import FastReply  # noqa: E402
 from curator.inference.memory import kv_bytes_per_token, llm_weight_bytes  # noqa: E402
 from scripts.bench_inference import sample_words  # noqa: E402
 from tests.fixtures_llm import TRIGGER, save_lora_adapter, write_llama_tokenizer  # noqa: E402

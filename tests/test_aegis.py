@@ -18,14 +18,16 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from curator import pipeline
-from curator.classifiers.aegis import AegisClassifier, InstructionDataGuardClassifier, raw_reply
+from curator.classifiers.aegis import AegisClassifier
 from curator.classifiers.aegis_prompt import AEGIS_LABELS, UNSAFE_CATEGORIES, format_aegis, parse_aegis_reply
+from curator.classifiers.aegis_reply import raw_reply
 from curator.classifiers.base import ERROR_COLUMN
+from curator.classifiers.instruction_data_guard import InstructionDataGuardClassifier
 from curator.config import InferenceConfig
 from curator.inference.engine import BatchPlan, RunStats, run_batches
 from curator.models.hub import ModelNotAvailableError
 from curator.models.llm import AdapterError, load_causal_lm, load_llm_tokenizer
-from tests.conftest import write_jsonl
+from tests.conftest import renamed_key_copy, write_jsonl
 from tests.fixtures_llm import (
     DOCS,
     TRIGGER,
@@ -210,11 +212,9 @@ def test_adapter_options_that_change_the_forward_are_refused(
 def test_adapter_keys_that_fit_no_module_are_named(
     tiny_llama: Path, tiny_adapter: Path, tmp_path: Path
 ) -> None:
-    adapter = shutil.copytree(tiny_adapter, tmp_path / "shifted")
-    state = load_file(str(adapter / "adapter_model.safetensors"))
     key = "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"
-    state[key.replace("layers.1", "layers.7")] = state.pop(key)
-    save_file(state, str(adapter / "adapter_model.safetensors"))
+    shifted = key.replace("layers.1", "layers.7")
+    adapter = renamed_key_copy(tiny_adapter, tmp_path / "shifted", key, shifted, "adapter_model.safetensors")
     with pytest.raises(AdapterError) as err:
         load_causal_lm(tiny_llama, adapter)
     message = str(err.value)

@@ -14,27 +14,22 @@ import numpy as np
 import pytest
 import torch
 
-from curator.classifiers.aegis import (
-    SCORE_COLUMN,
-    AegisClassifier,
-    FastReply,
-    GreedyReply,
-    InstructionDataGuardClassifier,
-    prompt_layout,
-    raw_reply,
-    shared_prefix,
-)
+from curator.classifiers.aegis import SCORE_COLUMN, AegisClassifier
 from curator.classifiers.aegis_prompt import AEGIS_LABELS, format_aegis, parse_aegis_reply, settled_label
+from curator.classifiers.aegis_reply import prompt_layout, raw_reply, shared_prefix
+from curator.classifiers.instruction_data_guard import InstructionDataGuardClassifier
 from curator.config import InferenceConfig
 from curator.errors import ConfigError
 from curator.inference.engine import pad_batch, tokenize
+from curator.inference.generation import FastReply, GreedyReply
+from curator.inference.kv_cache import prefilled_cache
 from curator.inference.memory import (
     CUDA_MEMORY_FRACTION,
     kv_bytes_per_token,
     llm_bytes_per_token,
     llm_weight_bytes,
 )
-from curator.models.llm import load_llm_tokenizer, prefilled_cache
+from curator.models.llm import load_llm_tokenizer
 from tests.conftest import write_jsonl
 from tests.fixtures_llm import (
     DOCS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -9,7 +10,6 @@ import pytest
 from curator.classifiers.base import DistributedDataClassifier
 from curator.config import InferenceConfig
 from curator.errors import ConfigError
-from curator.inference.crossfit_engine import classify_with_crossfit
 from curator.inference.engine import check_engine
 
 
@@ -23,12 +23,26 @@ def test_choosing_crossfit_here_is_a_clear_error() -> None:
 
 
 def test_classifiers_that_generate_are_refused_before_crossfit_is_imported() -> None:
-    class Generating(DistributedDataClassifier):
-        def predict(self, texts, stats=None):  # a generation loop, not one forward pass
-            return {}
+    import pandas as pd
 
+    class Generating(DistributedDataClassifier):
+        generates = True  # a generation loop, not one forward pass
+
+    clf = Generating("g", pred_column="p")
+    clf.inference = InferenceConfig(engine="crossfit")  # past check_engine, which needs a GPU
     with pytest.raises(ConfigError, match="cannot run Generating"):
-        classify_with_crossfit(None, Generating("g", pred_column="p"))
+        clf.classify_partition(pd.DataFrame({"text": ["a document"]}))
+    assert "crossfit" not in sys.modules and "cudf" not in sys.modules
+
+
+def test_the_base_class_does_not_import_the_crossfit_engine() -> None:
+    """No import loop: the engine imports the base class's module only for type hints."""
+    code = (
+        "import sys, curator.classifiers.base, curator.classifiers.registry; "
+        "assert 'curator.inference.crossfit_engine' not in sys.modules; "
+        "import curator.inference.crossfit_engine"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_the_pipelines_classify_step_hands_texts_to_crossfit_when_chosen(

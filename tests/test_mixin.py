@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from huggingface_hub import PyTorchModelHubMixin
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -24,7 +24,7 @@ from curator.config import InferenceConfig
 from curator.models.hub import ModelNotAvailableError
 from curator.models.mixin import MixinDeberta, backbone_config, build_backbone
 from curator.models.weights import CheckpointFormatError, CheckpointMismatchError
-from tests.conftest import DOCS, compose_config
+from tests.conftest import DOCS, compose_config, renamed_key_copy
 from tests.fixtures_deberta import (
     DOMAIN_LABELS,
     QUALITY_LABELS,
@@ -161,7 +161,7 @@ def test_pipeline_run_with_the_domain_config(
         "inference.token_budget=64",
     )
     summary = pipeline.run(cfg)
-    frame = pd.concat(pd.read_json(p, lines=True) for p in sorted((tmp_path / "out").glob("*.jsonl")))
+    frame = pd.concat(pd.read_json(p, lines=True) for p in sorted((tmp_path / "out").glob("*.jsonl*")))
     frame = frame.set_index("id").loc[[f"d{i}" for i in range(len(DOCS))]]
     labels, probs = card_predict(domain_ckpt, [text for _, text in DOCS])
     assert frame["domain_pred"].tolist() == labels
@@ -182,13 +182,8 @@ def test_labels_follow_label2id_not_the_alphabet(quality_ckpt: Path) -> None:
 
 
 def test_a_wrong_key_is_an_error_naming_it(domain_ckpt: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken"
-    shutil.copytree(domain_ckpt, broken)
-    state = load_file(str(broken / "model.safetensors"))
-    state["model.encoder.layer.0.attention.self.qeury_proj.weight"] = state.pop(
-        "model.encoder.layer.0.attention.self.query_proj.weight"
-    )
-    save_file(state, str(broken / "model.safetensors"))
+    old = "model.encoder.layer.0.attention.self.query_proj.weight"
+    broken = renamed_key_copy(domain_ckpt, tmp_path / "broken", old, old.replace("query", "qeury"))
     with pytest.raises(CheckpointMismatchError) as err:
         make_classifier(broken).predict(["some text"])
     assert "qeury_proj" in str(err.value) and "query_proj" in str(err.value)

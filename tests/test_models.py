@@ -15,6 +15,7 @@ from curator.models.encoder import load_encoder
 from curator.models.hub import ModelNotAvailableError, resolve_model
 from curator.models.llm import load_causal_lm
 from curator.models.weights import CheckpointMismatchError, read_safetensors, skip_random_init
+from tests.conftest import renamed_key_copy
 
 
 def test_embedded_model_resolves_offline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,13 +47,8 @@ def test_tiny_bert_loads_strictly(tiny_bert: Path) -> None:
 
 
 def test_key_mismatch_is_an_error_naming_the_keys(tiny_bert: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny_bert, broken)
-    state = load_file(str(broken / "model.safetensors"))
-    state["encoder.layer.0.attention.self.qeury.weight"] = state.pop(
-        "encoder.layer.0.attention.self.query.weight"
-    )
-    save_file(state, str(broken / "model.safetensors"))
+    old = "encoder.layer.0.attention.self.query.weight"
+    broken = renamed_key_copy(tiny_bert, tmp_path / "broken", old, old.replace("query", "qeury"))
     with pytest.raises(CheckpointMismatchError) as err:
         load_encoder(broken)
     assert "encoder.layer.0.attention.self.query.weight" in str(err.value)

@@ -4,7 +4,6 @@ look-alike checkpoint and on hand-made probabilities."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import pyarrow as pa
 import pytest
 import torch
 from huggingface_hub import PyTorchModelHubMixin
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
@@ -27,7 +25,7 @@ from curator.classifiers.prompt_task import (
 from curator.config import InferenceConfig
 from curator.errors import ConfigError
 from curator.models.weights import CheckpointMismatchError
-from tests.conftest import DOCS
+from tests.conftest import DOCS, renamed_key_copy
 from tests.fixtures_deberta import (
     PROMPT_HEADS,
     TASK_TYPES,
@@ -310,7 +308,7 @@ def test_pipeline_run_with_the_prompt_config(
     )
     pipeline.run(cfg)
     frame = pd.concat(
-        pd.read_json(p, lines=True, dtype=False) for p in sorted((tmp_path / "out").glob("*.jsonl"))
+        pd.read_json(p, lines=True, dtype=False) for p in sorted((tmp_path / "out").glob("*.jsonl*"))
     )
     frame = frame.set_index("id").loc[[f"d{i}" for i in range(len(DOCS))]]
     expected, _ = card_run(prompt_ckpt, [text for _, text in DOCS])
@@ -339,11 +337,7 @@ def test_heads_out_of_the_published_order_are_refused(prompt_ckpt: Path, tmp_pat
 
 
 def test_a_wrong_head_key_is_an_error_naming_it(prompt_ckpt: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "broken"
-    shutil.copytree(prompt_ckpt, broken)
-    state = load_file(str(broken / "model.safetensors"))
-    state["heads.7.fc.weight"] = state.pop("head_7.fc.weight")
-    save_file(state, str(broken / "model.safetensors"))
+    broken = renamed_key_copy(prompt_ckpt, tmp_path / "broken", "head_7.fc.weight", "heads.7.fc.weight")
     with pytest.raises(CheckpointMismatchError) as err:
         make_classifier(broken).predict(["some prompt"])
     assert "heads.7.fc.weight" in str(err.value) and "head_7.fc.weight" in str(err.value)

@@ -186,10 +186,6 @@ def test_offline_safe_readme_commands_run(argv: list[str], expected: str) -> Non
     assert expected in result.stdout
 
 
-# Another room's file, fixed on its own branch (issue 17 item 5): `huggingface-cli` in one message.
-PENDING_ELSEWHERE = {"curator/models/mixin.py"}
-
-
 def test_no_huggingface_cli_anywhere() -> None:
     """huggingface_hub 1.0 removed `huggingface-cli`; messages and docs name `hf` (`hf download`)."""
     stale = [
@@ -198,4 +194,4 @@ def test_no_huggingface_cli_anywhere() -> None:
         for path in (ROOT / folder).rglob("*")
         if path.suffix in {".py", ".sh", ".md", ".yaml"} and "huggingface-cli" in path.read_text()
     ]
-    assert not set(stale) - PENDING_ELSEWHERE, stale
+    assert stale == []

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from curator.classifiers.base import DistributedDataClassifier
-from curator.classifiers.registry import build_classifier
+from curator.classifiers.registry import build_classifier, load_config
 from curator.config import ClassifierConfig, InferenceConfig
 from curator.errors import ConfigError, SettingTypeError
 from curator.validate import classifier_problems, inference_problems, raise_problems
@@ -25,9 +25,7 @@ def classifier_config(name: str, **overrides: Any) -> ClassifierConfig:
     """A shipped classifier config (`conf/classifier/<name>.yaml`) with overrides; typos fail here."""
     path = resources.files("curator.conf") / "classifier" / f"{name}.yaml"
     try:
-        node = OmegaConf.merge(
-            OmegaConf.structured(ClassifierConfig), OmegaConf.load(str(path)), OmegaConf.create(overrides)
-        )
+        return load_config(OmegaConf.load(str(path)), OmegaConf.create(overrides))
     except ConfigKeyError as err:  # a keyword that is neither NeMo Curator's nor a key of the YAML
         raise SettingTypeError(
             f"unexpected keyword argument {err.key!r}; the {name} classifier takes NeMo Curator's "
@@ -35,7 +33,6 @@ def classifier_config(name: str, **overrides: Any) -> ClassifierConfig:
         ) from err
     except ValidationError as err:  # a YAML key given a value of the wrong type
         raise SettingTypeError(f"{err.key}={err.value!r}: {err.msg.splitlines()[0]}") from err
-    return OmegaConf.to_object(node)  # type: ignore[return-value]
 
 
 def _inference(device_type: str | None, autocast: bool, max_mem_gb: float | None) -> InferenceConfig:

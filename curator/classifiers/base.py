@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,11 @@ class DistributedDataClassifier:
     The engine tokenises, sorts by length, batches under a token budget, runs `model(input_ids,
     attention_mask)` and hands `postprocess` the outputs in the partition's row order.
     """
+
+    # The YAML keys of this family (each also a keyword of __init__); see the registry.
+    schema: ClassVar[type[ClassifierConfig]] = ClassifierConfig
+    # True for families with their own generation loop (AEGIS): engines of one forward pass refuse them.
+    generates: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -96,8 +102,28 @@ class DistributedDataClassifier:
 
     @classmethod
     def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> DistributedDataClassifier:
-        """Build from a classifier's YAML; families with more keys than model/revision override this."""
-        return cls(name, model=cfg.model, revision=cfg.revision, **common)  # type: ignore[call-arg]
+        """Build from a classifier's settings (its `schema`): each key is the keyword of the same name."""
+        keys = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("family", *common)}
+        return cls(name, **keys, **common)
+
+    # ---- what a config says, before any model is built (the catalog and start-up checks) ---------
+    @classmethod
+    def config_columns(cls, cfg: ClassifierConfig) -> list[str]:
+        """The output columns `cfg` writes, conditional ones with their condition (for the catalog)."""
+        out = [c for c in (cfg.pred_column, cfg.score_column) if c]
+        if cfg.prob_column:
+            out.append(cfg.prob_column + ("" if cfg.keep_prob else " (with keep_prob=true)"))
+        return out
+
+    @classmethod
+    def config_labels(cls, cfg: ClassifierConfig) -> tuple[list[str], str] | None:
+        """The labels `cfg` names and where they come from; None: the checkpoint's (the catalog looks)."""
+        return None
+
+    @classmethod
+    def config_problems(cls, key: str, cfg: ClassifierConfig) -> Iterator[str]:
+        """Problems of this family's own keys, each a line naming `key`.<field> (see curator.validate)."""
+        return iter(())
 
     # ---- hooks ---------------------------------------------------------------------------------
     def load_model(self, device: torch.device) -> torch.nn.Module:
@@ -234,18 +260,44 @@ class DistributedDataClassifier:
             model = quantize_int8(model, device)
         return model
 
+    def cpu_budget(self, config: Any, max_length: int) -> int:
+        """Tokens per CPU batch when none is configured: a cache-sized one for encoders."""
+        return cpu_token_budget(config, max_length)
+
+    def memory_per_token(self, config: Any, dtype_bytes: int) -> float | None:
+        """CUDA bytes one batch token needs; None: the encoder estimate, which grows with the length."""
+        return None
+
     def token_budget(self, model: torch.nn.Module, device: torch.device, max_length: int) -> int:
-        """The configured budget, else a cache-sized one on CPU, else what free CUDA memory allows."""
+        """The configured budget, else `cpu_budget` on CPU, else what free CUDA memory allows."""
         if self.inference.token_budget:
             return self.inference.token_budget
         config = getattr(model, "config", None)  # every family's model exposes its backbone config
         if device.type != "cuda":
-            return cpu_token_budget(config, max_length)
+            return self.cpu_budget(config, max_length)
         autocast = resolve_autocast(self.inference.dtype, device)
         dtype_bytes = torch.finfo(autocast).bits // 8 if autocast else 4
+        per_token = self.memory_per_token(config, dtype_bytes)
         cap = self.inference.max_mem_gb
-        key = (self.model_key(), str(device), dtype_bytes, max_length, cap, "budget")
-        return cache.get_or_load(key, lambda: cuda_token_budget(config, device, max_length, dtype_bytes, cap))
+        # measured once per model (and per length where the cost per token depends on it)
+        key = (self.model_key(), str(device), dtype_bytes, cap, "budget", per_token or max_length)
+        return cache.get_or_load(
+            key, lambda: cuda_token_budget(config, device, max_length, dtype_bytes, cap, per_token)
+        )
+
+    def plan(
+        self, model: torch.nn.Module, device: torch.device, max_length: int, extra: int = 0
+    ) -> BatchPlan:
+        """Sorted batches under the token budget, each row charged `extra` tokens more (generated ones)."""
+        prefetch = self.inference.prefetch
+        return BatchPlan(
+            token_budget=self.token_budget(model, device, max_length + extra),
+            max_rows=self.batch_size,
+            sort=self.inference.sort,
+            autocast=resolve_autocast(self.inference.dtype, device),
+            prefetch=device.type == "cuda" if prefetch is None else prefetch,
+            extra_tokens=extra,
+        )
 
     def predict(self, texts: list[str], stats: RunStats | None = None) -> dict[str, Any]:
         """Classify texts in memory: the engine's whole path for one partition (costs into `stats`)."""
@@ -253,14 +305,7 @@ class DistributedDataClassifier:
         texts = self.model_texts(texts)
         max_length = self.token_limit(tokenizer)
         ids = tokenize(tokenizer, texts, max_length)
-        prefetch = self.inference.prefetch
-        plan = BatchPlan(
-            token_budget=self.token_budget(model, device, max_length),
-            max_rows=self.batch_size,
-            sort=self.inference.sort,
-            autocast=resolve_autocast(self.inference.dtype, device),
-            prefetch=device.type == "cuda" if prefetch is None else prefetch,
-        )
+        plan = self.plan(model, device, max_length)
         self.last_stats = stats = stats if stats is not None else RunStats()
         outputs = run_batches(
             ids,

@@ -4,6 +4,7 @@ content type. One linear head on the first token; labels from the checkpoint's l
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,18 @@ from curator.models.encoder import load_tokenizer
 from curator.models.mixin import backbone_config, base_model_of, load_mixin_classifier
 
 
+@dataclass
+class MixinConfig(ClassifierConfig):
+    """`family: deberta_mixin` and `family: prompt_task_complexity`."""
+
+    base_model: str | None = None  # backbone override (hub id or folder); None: the checkpoint's own
+    allow_pickle: bool = False  # load a pickle checkpoint (model.pth, pytorch_model.bin) if no safetensors
+
+
 class DebertaCheckpointClassifier(DistributedDataClassifier):
     """What the mixin DeBERTa families share: a checkpoint folder, its backbone config, its tokenizer."""
 
+    schema = MixinConfig
     family = "deberta_mixin"  # part of the model-cache key
 
     def __init__(
@@ -40,17 +50,6 @@ class DebertaCheckpointClassifier(DistributedDataClassifier):
         folder = self.folder()
         self.read_checkpoint(folder)
         backbone_config(base_model_of(folder, base_model))
-
-    @classmethod
-    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> DebertaCheckpointClassifier:
-        return cls(
-            name,
-            model=cfg.model,
-            revision=cfg.revision,
-            base_model=cfg.base_model,
-            allow_pickle=cfg.allow_pickle,
-            **common,
-        )
 
     def read_checkpoint(self, folder: Path) -> None:
         """Read what the family needs from the checkpoint's config.json (labels, heads)."""

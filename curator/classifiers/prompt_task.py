@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 
 from curator.classifiers.mixin import DebertaCheckpointClassifier
+from curator.config import ClassifierConfig
 from curator.errors import ConfigError
 from curator.models.mixin import load_multihead_classifier, read_json_config
 
@@ -131,6 +132,10 @@ class PromptTaskComplexityClassifier(DebertaCheckpointClassifier):
 
     def read_checkpoint(self, folder: Path) -> None:
         self.spec = PromptTaskSpec.from_config(read_json_config(folder), str(folder / "config.json"))
+
+    @classmethod
+    def config_columns(cls, cfg: ClassifierConfig) -> list[str]:
+        return ["task_type_1", "task_type_2", "task_type_prob", *SCORED, COMPLEXITY_COLUMN]
 
     @property
     def labels(self) -> list[str]:

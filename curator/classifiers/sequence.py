@@ -6,7 +6,8 @@ Two families: `sequence_classification` (softmax over labels) and `regression` (
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from curator.classifiers.base import DistributedDataClassifier
-from curator.config import ClassifierConfig
+from curator.config import ClassifierConfig, LabelConfig
 from curator.errors import ConfigError
 from curator.models.encoder import load_tokenizer
 from curator.models.fast_encoder import FastSequenceClassifier, fast_sequence_classifier
@@ -78,8 +79,28 @@ def build_sequence_model(folder: Path, allow_pickle: bool = False, fast: bool = 
     return model.eval()
 
 
+@dataclass
+class SequenceConfig(ClassifierConfig):
+    """`family: sequence_classification`."""
+
+    allow_pickle: bool = False  # load a pickle checkpoint (model.pth, pytorch_model.bin) if no safetensors
+
+
+@dataclass
+class RegressionConfig(SequenceConfig):
+    """`family: regression`."""
+
+    int_column: str | None = None  # the score rounded half to even
+    label_column: str | None = None  # a label from label_threshold (Mixtral/Nemotron variants)
+    labels: list[LabelConfig] = field(default_factory=list)  # [at or above label_threshold, below]
+    label_threshold: float = 2.5  # score >= threshold -> labels[0], else labels[1]
+    score_range: list[float] | None = None  # clip the score to [low, high]
+
+
 class SequenceClassifier(DistributedDataClassifier):
     """Softmax over a fine-tuned classification head; labels from the checkpoint's config."""
+
+    schema = SequenceConfig
 
     def __init__(
         self, name: str, model: str, revision: str | None = None, allow_pickle: bool = False, **kwargs: Any
@@ -89,10 +110,6 @@ class SequenceClassifier(DistributedDataClassifier):
         self.revision = revision
         self.allow_pickle = allow_pickle
         self._labels = labels_from_config(self.folder())
-
-    @classmethod
-    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> SequenceClassifier:
-        return cls(name, model=cfg.model, revision=cfg.revision, allow_pickle=cfg.allow_pickle, **common)
 
     def folder(self) -> Path:
         """The checkpoint's local folder (fetched on the client, found in the cache on workers)."""
@@ -127,20 +144,23 @@ def round_half_even(scores: np.ndarray) -> np.ndarray:
 class RegressionClassifier(SequenceClassifier):
     """One float score per document (FineWeb-Edu): clipped, rounded to an int, optionally thresholded."""
 
+    schema = RegressionConfig
+
     def __init__(
         self,
         name: str,
         model: str,
         int_column: str | None = None,
         label_column: str | None = None,
-        labels: tuple[str, str] | None = None,
+        labels: Sequence[str | LabelConfig] | None = None,
         label_threshold: float = 2.5,
-        score_range: tuple[float, float] | None = None,
+        score_range: Sequence[float] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("score_column", None)  # the prediction column is the score
+        labels = [getattr(label, "name", label) for label in labels or ()]  # names, from YAML or Python
         super().__init__(name, model, **kwargs)
-        if label_column and (labels is None or len(labels) != 2):
+        if label_column and len(labels) != 2:
             raise ConfigError(
                 f"Classifier {name!r}: label_column needs two labels [at or above threshold, below]."
             )
@@ -154,19 +174,18 @@ class RegressionClassifier(SequenceClassifier):
         self.score_range = tuple(score_range) if score_range is not None else None
 
     @classmethod
-    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> RegressionClassifier:
-        return cls(
-            name,
-            model=cfg.model,
-            revision=cfg.revision,
-            allow_pickle=cfg.allow_pickle,
-            int_column=cfg.int_column,
-            label_column=cfg.label_column,
-            labels=tuple(label.name for label in cfg.labels) if cfg.labels else None,
-            label_threshold=cfg.label_threshold,
-            score_range=tuple(cfg.score_range) if cfg.score_range is not None else None,
-            **common,
-        )
+    def config_columns(cls, cfg: RegressionConfig) -> list[str]:
+        return [*super().config_columns(cfg), *(c for c in (cfg.int_column, cfg.label_column) if c)]
+
+    @classmethod
+    def config_labels(cls, cfg: RegressionConfig) -> tuple[list[str], str] | None:
+        return ([label.name for label in cfg.labels], "config") if cfg.labels else None
+
+    @classmethod
+    def config_problems(cls, key: str, cfg: RegressionConfig) -> Iterator[str]:
+        low_high = cfg.score_range
+        if low_high is not None and (len(low_high) != 2 or low_high[0] >= low_high[1]):
+            yield f"{key}.score_range={low_high}: must be [low, high] with low < high"
 
     @property
     def label_column(self) -> str | None:

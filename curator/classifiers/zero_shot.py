@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -11,13 +12,14 @@ import torch.nn.functional as F
 from transformers import AutoConfig
 
 from curator.classifiers.base import DistributedDataClassifier
-from curator.config import ClassifierConfig
+from curator.config import ClassifierConfig, LabelConfig
 from curator.errors import ConfigError
 from curator.inference.engine import BatchPlan, run_batches, tokenize
 from curator.models.encoder import load_encoder, load_tokenizer
 from curator.models.fast_encoder import FastEncoder
 from curator.models.hub import resolve_model
 from curator.models.limits import sentence_transformers_max_length
+from curator.validate import positive
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -50,20 +52,32 @@ class ZeroShotModel(torch.nn.Module):
         return torch.softmax(similarity / self.temperature, dim=-1)
 
 
+@dataclass
+class ZeroShotConfig(ClassifierConfig):
+    """`family: zero_shot`."""
+
+    labels: list[LabelConfig] = field(default_factory=list)  # name + description, matched by similarity
+    label_template: str = "{description}"  # text embedded for a label; {name} and {description}
+    temperature: float = 0.05  # softmax temperature over cosine similarities
+
+
 class ZeroShotClassifier(DistributedDataClassifier):
     """Labels defined by name + description in YAML; no training, any label set."""
+
+    schema = ZeroShotConfig
 
     def __init__(
         self,
         name: str,
         model: str,
-        labels: Sequence[tuple[str, str]],
+        labels: Sequence[LabelConfig | tuple[str, str]],
         temperature: float = 0.05,
         label_template: str = "{description}",
         revision: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
+        labels = [(x.name, x.description) if isinstance(x, LabelConfig) else tuple(x) for x in labels]
         if not labels:
             raise ConfigError(f"Zero-shot classifier {name!r} needs at least one label.")
         names = [label for label, _ in labels]
@@ -80,16 +94,12 @@ class ZeroShotClassifier(DistributedDataClassifier):
         self.temperature = temperature
 
     @classmethod
-    def from_config(cls, name: str, cfg: ClassifierConfig, **common: Any) -> ZeroShotClassifier:
-        return cls(
-            name,
-            model=cfg.model,
-            revision=cfg.revision,
-            labels=[(label.name, label.description) for label in cfg.labels],
-            temperature=cfg.temperature,
-            label_template=cfg.label_template,
-            **common,
-        )
+    def config_labels(cls, cfg: ZeroShotConfig) -> tuple[list[str], str] | None:
+        return [label.name for label in cfg.labels], "config"
+
+    @classmethod
+    def config_problems(cls, key: str, cfg: ZeroShotConfig) -> Iterator[str]:
+        yield from positive(f"{key}.temperature", cfg.temperature)
 
     @property
     def labels(self) -> list[str]:

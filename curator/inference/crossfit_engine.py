@@ -9,13 +9,15 @@ columns and types as the native engine's.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from curator.classifiers.base import DistributedDataClassifier
 from curator.errors import ConfigError
+
+if TYPE_CHECKING:  # the base class imports this module when crossfit is chosen, never the reverse
+    from curator.classifiers.base import DistributedDataClassifier
 
 OUTPUT_COLUMN = "_curator_crossfit_outputs"
 
@@ -70,20 +72,9 @@ def _outputs(part: Any) -> np.ndarray:
     return np.asarray(column.values_host, dtype=np.float32)
 
 
-def _postprocess(part: Any, clf: DistributedDataClassifier) -> Any:
-    """Turn one cuDF partition's raw outputs into the classifier's columns."""
-    import cudf
-
-    columns = clf.postprocess(_outputs(part)) if len(part) else clf.postprocess(np.empty((0,)))
-    part = part.drop(columns=[OUTPUT_COLUMN])
-    for name, values in columns.items():
-        part[name] = cudf.Series(list(values) if isinstance(values, list) else values, index=part.index)
-    return part
-
-
 def refuse_generation(clf: DistributedDataClassifier) -> None:
     """CrossFit's Predictor runs one forward pass per batch: families with their own loop cannot use it."""
-    if type(clf).predict is not DistributedDataClassifier.predict:  # e.g. generation (AEGIS)
+    if clf.generates:  # e.g. AEGIS: its own predict loop, not one forward pass per batch
         raise ConfigError(
             f"inference.engine=crossfit cannot run {type(clf).__name__}; use the native engine."
         )
@@ -111,17 +102,13 @@ def crossfit_outputs(frame: Any, clf: DistributedDataClassifier, max_chars: int 
     return pipe(frame)
 
 
-def classify_with_crossfit(frame: Any, clf: DistributedDataClassifier) -> Any:
-    """Add `clf`'s columns to a dask-cuDF frame with CrossFit's sorted tokenizer + predictor pipeline."""
-    return crossfit_outputs(frame, clf, clf.max_chars).map_partitions(_postprocess, clf)
-
-
 def predict_with_crossfit(clf: DistributedDataClassifier, texts: list[str]) -> dict[str, Any]:
     """The pipeline's per-unit step under inference.engine=crossfit: texts in, the classifier's columns out.
 
     Runs inside the unit's task (one cuDF partition, computed in place), so reading, filtering, writing,
     quarantine and resume stay the native pipeline's.
     """
+    refuse_generation(clf)  # before RAPIDS is imported: the error is the same on any machine
     import cudf
     import dask_cudf
 

@@ -79,7 +79,7 @@ def backbone_config(base_model: str) -> PretrainedConfig:
         raise ModelNotAvailableError(
             f"Backbone config {base_model!r} is not available here (not a local folder, not in the "
             "Hugging Face cache, not shipped with curator). Fetch it where there is network "
-            f"(`huggingface-cli download {base_model} config.json`) or set the classifier's base_model "
+            f"(`hf download {base_model} config.json`) or set the classifier's base_model "
             "(classifier.NAME.base_model=...) to a local folder that holds its config.json."
         )
     return config_from_dict(data, base_model)
