@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from curator.io.encode import encode_jsonl, encode_parquet
 from curator.io.files import discover
 from curator.io.readers import object_frame, read_jsonl
 from curator.io.schema import sample_schema
-from curator.io.writers import encode_jsonl, encode_parquet
 
 WORDS = [
     "the",
