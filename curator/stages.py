@@ -120,8 +120,10 @@ def join_attributes(frame: pd.DataFrame, part: Part, work: Work) -> pd.DataFrame
     source = InputFile(fs.unstrip_protocol(found), detect_format(found) or "jsonl", part.name)
     attrs = read_file(source, None, None)
     ident = escape(work.id_field)
+    written = attrs[ident].notna().to_numpy() if ident in attrs.columns else None  # an id may not fit
     if len(attrs) != len(frame) or (
-        ident in attrs.columns and attrs[ident].astype(str).tolist() != frame[ident].astype(str).tolist()
+        written is not None
+        and attrs[ident][written].astype(str).tolist() != frame[ident][written].astype(str).tolist()
     ):
         raise ConfigError(
             f"{found} does not match {part.path} row for row ({len(attrs)} vs {len(frame)} rows, or other "

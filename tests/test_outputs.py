@@ -142,3 +142,22 @@ def test_mix_and_attribute_settings_are_checked(make_config, corpus: Path) -> No
         pipeline.run(make_config(f"dataset.path={corpus}", "task=mix"))
     with pytest.raises(ConfigError, match=r"output\.compression='lz4'"):
         pipeline.run(make_config(f"dataset.path={corpus}", "output.compression=lz4"))
+
+
+def test_attribute_rows_stay_aligned_when_a_value_does_not_fit(make_config, tmp_path: Path) -> None:
+    from curator.io.schema import SAMPLE_ROWS
+
+    records = [{"id": i, "text": f"document number {i}"} for i in range(SAMPLE_ROWS)]
+    write_jsonl(tmp_path / "in" / "a.jsonl", [*records, {"id": "late", "text": DOCS[0][1]}])
+    cfg = [f"dataset.path={tmp_path / 'in'}", "filter.min_score=0.0"]
+    attrs = tmp_path / "attrs"
+    pipeline.run(
+        make_config(*cfg, "output.content=attributes", "output.format=parquet", f"output.path={attrs}")
+    )
+    table = pq.read_table(attrs / "a.parquet")  # ids are int64 from the sample: "late" cannot be written
+    assert table.num_rows == SAMPLE_ROWS + 1 and table.column("keep")[SAMPLE_ROWS].as_py() is None
+    assert [q["stage"] for q in lines(attrs / "_quarantine" / "a.jsonl")] == ["write"]
+    mixed = pipeline.run(
+        make_config(*cfg, "task=mix", f"mix.attributes={attrs}", f"output.path={tmp_path / 'm'}")
+    )
+    assert mixed["written"] == SAMPLE_ROWS + 1  # the documents keep their own ids; the row still aligns

@@ -240,6 +240,11 @@ def write_partition(
         for position, reason in failed.items():
             errors[rows[position]], stages[rows[position]] = reason, "write"
         frame[ERROR_COLUMN], frame[STAGE_COLUMN] = errors, stages
+        if aligned and target.keep_column in frame.columns:  # quarantined now: neither kept nor dropped
+            flags = frame[target.keep_column].astype("boolean").array.copy()
+            flags[rows[list(failed)]] = pd.NA
+            frame[target.keep_column] = flags
+            payload, _ = _encode(frame.iloc[rows], fmt, schema)
     bad = frame[ERROR_COLUMN].notna().to_numpy()
     writable = ~bad[rows]
     kept = writable & keep[rows]
