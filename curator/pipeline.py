@@ -38,7 +38,7 @@ from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
 from curator.report import COUNTS, format_summary, merge_examples, save_summary, summarise
 from curator.report_html import render, save_html_report
-from curator.stages import KEEP_COLUMN, Work
+from curator.stages import KEEP_COLUMN, Work, output_types
 from curator.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,6 @@ REPORT = "_report.html"  # the HTML report beside the outputs (also report.html 
 
 class RunFailedError(UserError, RuntimeError):
     """Some units failed for good; the finished ones are recorded, so a rerun resumes."""
-
-
-def outputs_of(classifiers: Sequence[DistributedDataClassifier]) -> dict[str, Any]:
-    """Every classifier column of the run and its Arrow type."""
-    return {column: kind for clf in classifiers for column, kind in clf.output_types().items()}
 
 
 def mix_source(cfg: Config) -> str | None:
@@ -107,7 +102,7 @@ def check_columns(
     cfg: Config, classifiers: Sequence[DistributedDataClassifier], found: Sequence[Sequence[str]]
 ) -> None:
     """Output columns may not overwrite an input column, nor use the run's own working-column prefix."""
-    outputs = [c for clf in classifiers for c in clf.output_types()]
+    outputs = list(output_types(classifiers))
     for key, name in (
         ("dataset.text_field", cfg.dataset.text_field),
         ("dataset.id_field", cfg.dataset.id_field),
@@ -251,13 +246,14 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     flt = build_filter(cfg.filter, classifiers)
     reader = partition_reader(cfg.dataset.backend)  # pandas, or cuDF: fails here without RAPIDS
     check_columns(cfg, classifiers, check_text_fields(files, classifiers))
-    if cfg.output.content == "attributes" and flt.active and KEEP_COLUMN in outputs_of(classifiers):
+    parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
+    outputs = output_types(classifiers)
+    attributes = cfg.output.content == "attributes"
+    keep_column = KEEP_COLUMN if attributes and flt.active else None
+    if keep_column in outputs:
         raise ConfigError(
             f"A classifier writes column {KEEP_COLUMN!r}, which attribute files use for the filter."
         )
-    parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
-    outputs = outputs_of(classifiers)
-    attributes = cfg.output.content == "attributes"
     schema = plan_schema(
         files,
         cfg.output.format,
@@ -266,8 +262,7 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         cfg.dataset.invalid_text,
         only=[cfg.dataset.id_field] if attributes else None,
     )
-    keep_column = KEEP_COLUMN if cfg.output.content == "attributes" and flt.active else None
-    if cfg.output.content == "attributes":
+    if attributes:
         schema = attribute_schema(schema, cfg.dataset.id_field, outputs, keep_column)
     target = OutputTarget(
         root,

@@ -56,11 +56,15 @@ class Work:
     attributes: str | None = None  # task=mix: the attribute folder whose columns replace the classifiers
 
 
+def output_types(classifiers: Sequence[DistributedDataClassifier]) -> dict[str, Any]:
+    """Every classifier column of the run and its Arrow type, in classifier order."""
+    return {column: kind for clf in classifiers for column, kind in clf.output_types().items()}
+
+
 # ---- read --------------------------------------------------------------------------------------
 def check_columns(frame: pd.DataFrame, part: Part, classifiers: Sequence[DistributedDataClassifier]) -> None:
     """Refuse a unit whose input has a column a classifier would write (it would be overwritten)."""
-    outputs = {c for clf in classifiers for c in clf.output_types()}
-    clash = sorted(outputs & {unescape(str(c)) for c in data_columns(frame.columns)})
+    clash = sorted(output_types(classifiers).keys() & {unescape(str(c)) for c in data_columns(frame.columns)})
     if clash:
         raise ConfigError(
             f"{part.path} has input column(s) {clash} that a classifier would overwrite; "
@@ -95,7 +99,7 @@ def classify(
         texts = mark_bad_text(texts, field)
     for clf in classifiers:
         texts = classify_isolated(clf, texts)
-    columns = [ERROR_COLUMN, STAGE_COLUMN, *(c for clf in classifiers for c in clf.output_types())]
+    columns = [ERROR_COLUMN, STAGE_COLUMN, *output_types(classifiers)]
     start = 0
     for i, frame in enumerate(frames):
         stop = start + len(frame)
@@ -129,7 +133,7 @@ def join_attributes(frame: pd.DataFrame, part: Part, work: Work) -> pd.DataFrame
             f"{found} does not match {part.path} row for row ({len(attrs)} vs {len(frame)} rows, or other "
             "ids): the documents changed since they were classified; classify them again."
         )
-    types = {column: kind for clf in work.classifiers for column, kind in clf.output_types().items()}
+    types = output_types(work.classifiers)
     missing = [c for c in types if c not in attrs.columns]
     if missing:
         raise ConfigError(f"{found} has no column(s) {missing}: mix with the classifiers it was made with.")
@@ -184,7 +188,7 @@ def write(
 ) -> dict[str, Any]:
     """Write a classified unit (documents, or attributes); its counts, with label counts of the rows
     that were not quarantined."""
-    types = {column: kind for clf in classifiers for column, kind in clf.output_types().items()}
+    types = output_types(classifiers)
     if target.content == "attributes":
         flags = np.ones(len(frame), dtype=bool) if keep is None else keep
         aligned = attributes(frame, id_field, types, target.keep_column, flags)

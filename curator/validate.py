@@ -13,11 +13,12 @@ from typing import Any
 
 from curator.config import ClassifierConfig, ClusterConfig, Config, DatasetConfig, InferenceConfig
 from curator.errors import ConfigError
+from curator.io.readers import INVALID_TEXT
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset.format": (None, "jsonl", "parquet", "arrow"),
     "dataset.backend": ("pandas", "cudf"),
-    "dataset.invalid_text": ("quarantine", "replace"),
+    "dataset.invalid_text": INVALID_TEXT,
     "cluster.kind": ("local", "local_cuda", "scheduler", "slurm", "sync"),
     "inference.engine": ("native", "crossfit"),
     "inference.device": ("auto", "cpu", "cuda"),  # and cuda:N

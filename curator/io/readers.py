@@ -281,7 +281,7 @@ def _table_frame(table: pa.Table, part: Part, text_field: str | None, invalid_te
 def _check_utf8(table: pa.Table, invalid_text: str) -> tuple[pa.Table, list, list, int]:
     """String columns holding invalid UTF-8: rows marked (original bytes kept) or repaired with U+FFFD."""
     errors: list[str | None] = [None] * table.num_rows
-    raws: list[dict[str, str] | None] = [None] * table.num_rows
+    raws: list[dict[str, bytes] | None] = [None] * table.num_rows
     repaired: set[int] = set()
     for index, name in enumerate(table.column_names):
         column = table.column(index)
@@ -298,15 +298,14 @@ def _check_utf8(table: pa.Table, invalid_text: str) -> tuple[pa.Table, list, lis
         for row, value in enumerate(values):
             try:
                 fixed.append(None if value is None else value.decode("utf-8"))
-                continue
             except UnicodeDecodeError as err:
                 fixed.append(value.decode("utf-8", errors="replace"))
                 if invalid_text == "replace":
                     repaired.add(row)
-                elif errors[row] is None:
+                    continue
+                if errors[row] is None:
                     errors[row] = f"invalid UTF-8 in field {name!r} at byte {err.start}: {err.reason}"
-                if invalid_text != "replace":
-                    raws[row] = {**(raws[row] or {}), name: value}
+                raws[row] = {**(raws[row] or {}), name: value}
         table = table.set_column(index, table.field(index), pa.array(fixed, type=column.type))
     return table, errors, raws, len(repaired)
 

@@ -12,8 +12,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curator.columns import data_columns, unescape
+from curator.columns import ERROR_COLUMN, data_columns, unescape
 from curator.errors import ConfigError
+from curator.io.files import output_format
+from curator.io.paths import open_url
+from curator.io.readers import open_arrow, read_file
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +83,6 @@ def sample_schema(frames: Sequence[Any]) -> pa.Schema:
 
 def file_schema(file: Any) -> pa.Schema:
     """An Arrow-typed input's schema without reading its rows: a Parquet footer, an Arrow IPC header."""
-    from curator.io.paths import open_url
-    from curator.io.readers import open_arrow
-
     with open_url(file.path, "rb", file.storage_options) as handle:
         if file.format == "arrow":
             return open_arrow(handle).schema.remove_metadata()
@@ -138,9 +138,6 @@ def plan_schema(
 ) -> pa.Schema | None:
     """The run's Parquet schema, when any unit writes Parquet: Parquet footers, then sampled JSONL records
     (of the columns in `only`, when given: attribute files hold only the id)."""
-    from curator.columns import ERROR_COLUMN
-    from curator.io.files import output_format
-    from curator.io.readers import read_file
 
     written = [f for f in files if output_format(out_format, f.format) == "parquet"]
     if not written:

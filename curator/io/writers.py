@@ -32,7 +32,6 @@ from curator.io.files import output_format
 from curator.io.lock import temporary_suffix
 from curator.io.paths import url_to_fs
 
-JSON_ROWS = 10_000  # JSONL is serialised this many rows at a time (no whole-partition string)
 INPUT_CODECS = {".gz": "gzip", ".zst": "zstd"}  # a compressed input is written compressed the same way
 JSONL_CODEC_SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
 QUARANTINE = "_quarantine"  # `_`: Arrow, pandas and Dask skip it when reading the folder as a dataset
