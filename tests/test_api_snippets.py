@@ -8,17 +8,24 @@ way must write the same files as the guarded script, with no traceback.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
+import dask
 import pandas as pd
 import pytest
+from distributed import LocalCluster, default_client
 from safetensors.torch import load_file, save_file
 
+from curator.cluster import api_choice, ensure_client
+from curator.cluster.api_choice import Choice, choose
+from curator.config import ClusterConfig
 from tests.conftest import FINEWEB_TEXTS, reference_scores, write_jsonl
 from tests.fixtures_deberta import (
     DOMAIN_LABELS,
@@ -337,3 +344,107 @@ def test_the_readme_snippet_runs_pasted_as_is(tmp_path: Path, tiny_fineweb: Path
     high = [t for t, s in zip(texts, scores, strict=True) if round(s) >= 4]
     assert 0 < len(high) < len(texts)
     assert sorted(read_folder(tmp_path / "edu")["text"]) == sorted(high)
+
+
+# ---- which cluster the API starts, and what it honours -------------------------------------------------
+
+GUARDED_CALL = 'def run():\n    found.append(choose())\n\n\nif __name__ == "__main__":\n    run()\n'
+IN_A_THREAD = "import threading\n\nthread = threading.Thread(target=run)\nthread.start()\nthread.join()\n"
+
+
+def as_main(monkeypatch: pytest.MonkeyPatch, path: Path | str | None, spec: str | None = None) -> ModuleType:
+    """A `__main__` module as Python makes one for a script (`path`), `python -m` (`spec`) or neither."""
+    main = ModuleType("__main__")
+    if path is not None:
+        main.__file__ = str(path)
+    main.__spec__ = SimpleNamespace(name=spec) if spec else None
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    return main
+
+
+def choice_of_script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str) -> Choice:
+    """Run `source` as the main script (its own file, module and frames); the choice its call made."""
+    path = tmp_path / "script.py"
+    path.write_text(source)
+    main = as_main(monkeypatch, path)
+    main.__dict__.update(choose=choose, found=[])
+    exec(compile(source, str(path), "exec"), main.__dict__)
+    (choice,) = main.found
+    return choice
+
+
+@pytest.mark.parametrize(
+    ("source", "processes"),
+    [
+        (GUARDED_CALL, True),  # in a function called from the guard
+        ('if __name__ == "__main__":\n    found.append(choose())\n', True),
+        ("if '__main__' == __name__:\n    found.append(choose())\n", True),
+        ('if __name__ != "__main__":\n    pass\nelse:\n    found.append(choose())\n', True),
+        (GUARDED_CALL.replace("    run()\n", "    " + IN_A_THREAD.replace("\n", "\n    ")), True),
+        ("found.append(choose())\n", False),
+        ('def run():\n    found.append(choose())\n\n\nrun()\nif __name__ == "__main__":\n    pass\n', False),
+        ('if __name__ == "__main__":\n    pass\nfound.append(choose())\n', False),  # after the block
+        ('if __name__ == "__main__" or True:\n    found.append(choose())\n', False),  # no guard
+        ("def run():\n    found.append(choose())\n\n\n" + IN_A_THREAD, False),
+    ],
+)
+def test_worker_processes_only_when_the_call_is_under_the_main_guard(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str, processes: bool
+) -> None:
+    choice = choice_of_script(monkeypatch, tmp_path, source)
+    assert choice.processes is processes
+    assert ("outside `if __name__" in choice.why and "put the calls under" in choice.hint) is not processes
+
+
+def test_code_without_a_file_to_re_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    as_main(monkeypatch, "<stdin>")
+    assert not choose().processes and "not read from a file (<stdin>)" in choose().why
+    as_main(monkeypatch, None)  # python -c, the REPL, a Jupyter kernel: spawn re-runs nothing
+    assert choose().processes
+    as_main(monkeypatch, None, spec="tool.__main__")  # python -m tool: spawn re-runs nothing either
+    assert choose().processes
+    as_main(monkeypatch, "<stdin>")
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        assert choose().processes  # forked workers re-run nothing
+
+
+@pytest.mark.parametrize(("guard", "processes"), [(False, False), (True, True)])
+def test_python_dash_m_runs_a_module_that_spawn_would_re_import(
+    tmp_path: Path, guard: bool, processes: bool
+) -> None:
+    code = "from curator.cluster.api_choice import choose\nprint('processes', choose().processes)\n"
+    (tmp_path / "tool.py").write_text(guarded(code) if guard else code)
+    assert f"processes {processes}" in run_python(tmp_path, ["-m", "tool"]).stdout
+    if guard:  # and python -c, which spawn never re-runs
+        assert "processes True" in run_python(tmp_path, ["-c", code]).stdout
+
+
+def test_where_processes_cannot_start_the_api_starts_threads_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    as_main(monkeypatch, "<stdin>")
+    monkeypatch.setattr(api_choice, "_warned", False)
+    with caplog.at_level(logging.INFO, logger="curator"):
+        for _ in range(2):
+            with ensure_client() as client:
+                pids = client.run(os.getpid)
+                assert len(pids) >= 1 and set(pids.values()) == {os.getpid()}  # workers are threads here
+    said = [r for r in caplog.records if r.getMessage().startswith(THREADS_LINE)]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO]  # one warning, then quieter
+    with pytest.raises(ValueError):
+        default_client()  # closed after each call
+
+
+def test_the_caller_s_dask_settings_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    as_main(monkeypatch, "<stdin>")
+    for scheduler in ("synchronous", "threads"):
+        with dask.config.set(scheduler=scheduler), ensure_client() as client:
+            assert client is None  # no cluster started: dask.compute uses the setting
+    with ensure_client(ClusterConfig(kind="sync")) as client:
+        assert client is None
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        dask.config.set({"scheduler-address": cluster.scheduler_address}),
+        ensure_client() as client,
+    ):
+        assert client.scheduler.address == cluster.scheduler_address
