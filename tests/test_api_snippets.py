@@ -103,9 +103,9 @@ PROMPTS = ["Bake the bread.", f"The {TRIGGER} escaped.", "Go for a walk.", f"Fee
 # ---- running code as a user does ----------------------------------------------------------------------
 
 
-def user_env(workdir: Path) -> dict[str, str]:
-    """This environment, offline, with its own Hugging Face cache (nothing is downloaded)."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf")}
+def offline(workdir: Path) -> dict[str, str]:
+    """Offline, with its own Hugging Face cache: nothing is downloaded."""
+    return {"HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf")}
 
 
 def run_python(workdir: Path, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -113,7 +113,7 @@ def run_python(workdir: Path, args: list[str], stdin: str | None = None) -> subp
     result = subprocess.run(
         [sys.executable, *args],
         cwd=workdir,
-        env=user_env(workdir),
+        env={**os.environ, **offline(workdir)},
         input=stdin,
         capture_output=True,
         text=True,
@@ -141,11 +141,13 @@ def written_files(workdir: Path, folders: tuple[str, ...]) -> dict[str, bytes]:
     return files
 
 
-def run_notebook(workdir: Path, cells: list[str], kernel_home: Path) -> list[dict]:
+def run_notebook(
+    workdir: Path, cells: list[str], kernel_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[dict]:
     """Execute the cells headless in a Jupyter kernel of this interpreter; the stream outputs."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    import nbclient  # the dev extra's notebook runner, nbformat and ipykernel
+    import nbformat
+
     spec = kernel_home / "kernels" / "curator-test"
     spec.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -154,25 +156,18 @@ def run_notebook(workdir: Path, cells: list[str], kernel_home: Path) -> list[dic
     )
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     env = {
-        **user_env(workdir),
+        **offline(workdir),
         "JUPYTER_PATH": str(kernel_home),
         "JUPYTER_RUNTIME_DIR": str(kernel_home / "runtime"),
         "IPYTHONDIR": str(kernel_home / "ipython"),
         "JUPYTER_PLATFORM_DIRS": "1",
     }
-    saved = os.environ.copy()
-    os.environ.update(env)  # the kernel spec is looked up, and the kernel started, with these
-    try:
-        client = nbclient.NotebookClient(
-            notebook,
-            kernel_name="curator-test",
-            timeout=600,
-            resources={"metadata": {"path": str(workdir)}},
-        )
-        client.execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    for name, value in env.items():  # the kernel spec is looked up, and the kernel started, with these
+        monkeypatch.setenv(name, value)
+    client = nbclient.NotebookClient(
+        notebook, kernel_name="curator-test", timeout=600, resources={"metadata": {"path": str(workdir)}}
+    )
+    client.execute()
     return [out for cell in notebook.cells for out in cell.outputs]
 
 
@@ -283,11 +278,14 @@ def test_code_on_stdin_writes_what_the_guarded_script_does(
 
 @pytest.mark.slow
 def test_a_notebook_writes_what_the_guarded_script_does(
-    tmp_path: Path, snippet_models: dict, reference: dict[str, bytes]
+    tmp_path: Path, snippet_models: dict, reference: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workdir = user_folder(tmp_path / "work")
-    outputs = run_notebook(workdir, snippet_code(snippet_models), tmp_path / "jupyter")
+    cells = [*snippet_code(snippet_models), "import sys\nprint(sys.executable)"]
+    outputs = run_notebook(workdir, cells, tmp_path / "jupyter", monkeypatch)
     assert written_files(workdir, OUTPUTS) == reference
+    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    assert stdout.splitlines()[-1] == sys.executable  # the kernel ran this environment's interpreter
     stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
     assert "Traceback" not in stderr and THREADS_LINE not in stderr  # a kernel can start worker processes
 
