@@ -97,6 +97,7 @@ safety_classifier(dataset=prompts).to_json("safe/")
 """,
 ]
 OUTPUTS = ("games_and_sports", "quality", "edu", "multilingual", "safe")
+BOOKS = texts_of_many_lengths()
 PROMPTS = ["Bake the bread.", f"The {TRIGGER} escaped.", "Go for a walk.", f"Feed the {TRIGGER}."]
 
 
@@ -193,9 +194,6 @@ def snippet_models(tmp_path_factory: pytest.TempPathFactory, tiny_fineweb: Path,
     }
 
 
-BOOKS = texts_of_many_lengths()
-
-
 def user_folder(folder: Path) -> Path:
     """A working folder with `books_dataset/` (one bad line) and `prompts/`, as the snippets read."""
     write_jsonl(folder / "books_dataset" / "a.jsonl", [{"text": t} for t in BOOKS[:6]])
@@ -226,6 +224,12 @@ def read_folder(folder: Path) -> pd.DataFrame:
     return pd.concat([pd.read_json(p, lines=True, dtype=False) for p in sorted(folder.glob("*.jsonl"))])
 
 
+def educational(fineweb: Path, texts: list[str]) -> list[str]:
+    """The texts the FineWeb-Edu snippet keeps (int score >= 4), by the model card's own code."""
+    scores = reference_scores(fineweb, texts).clip(0, 5)
+    return [text for text, score in zip(texts, scores, strict=True) if round(score) >= 4]
+
+
 def check_what_the_snippets_did(workdir: Path, models: dict) -> None:
     """The outputs are the classifiers' work, not merely equal: filters applied, every record accounted."""
     expected, _ = card_predict(Path(models["domain"]), BOOKS, max_length=512)
@@ -240,8 +244,8 @@ def check_what_the_snippets_did(workdir: Path, models: dict) -> None:
     ):
         frame = read_folder(workdir / folder)
         assert len(frame) == len(BOOKS) and set(frame[column]) <= set(labels)
-    edu = read_folder(workdir / "edu")
-    assert (edu["fineweb-edu-score-int"] >= 4).all() and len(edu) < len(BOOKS)
+    high = educational(Path(models["fineweb"]), BOOKS)
+    assert sorted(read_folder(workdir / "edu")["text"]) == sorted(high) and 0 < len(high) < len(BOOKS)
     safe = read_folder(workdir / "safe")
     assert list(safe["text"]) == [p for p in PROMPTS if TRIGGER not in p]
     assert set(safe["raw_predictions"]) == {" safe"}
@@ -338,8 +342,7 @@ def test_the_readme_snippet_runs_pasted_as_is(tmp_path: Path, tiny_fineweb: Path
     games_and_sports = [t for t, x in zip(texts, labels, strict=True) if x in ("Games", "Sports")]
     assert 0 < len(games_and_sports) < len(texts)
     assert sorted(read_folder(tmp_path / "games_and_sports")["text"]) == sorted(games_and_sports)
-    scores = reference_scores(tiny_fineweb, texts).clip(0, 5)
-    high = [t for t, s in zip(texts, scores, strict=True) if round(s) >= 4]
+    high = educational(tiny_fineweb, texts)
     assert 0 < len(high) < len(texts)
     assert sorted(read_folder(tmp_path / "edu")["text"]) == sorted(high)
 
@@ -378,6 +381,11 @@ def choice_of_script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: st
         ('if __name__ == "__main__":\n    found.append(choose())\n', True),
         ("if '__main__' == __name__:\n    found.append(choose())\n", True),
         ('if __name__ != "__main__":\n    pass\nelse:\n    found.append(choose())\n', True),
+        (  # a decorator's call, the else-branch's first line (before its `def`)
+            'if __name__ != "__main__":\n    pass\nelse:\n\n'
+            "    @(found.append(choose()) or (lambda f: f))\n    def f():\n        pass\n",
+            True,
+        ),
         (GUARDED_CALL.replace("    run()\n", "    " + IN_A_THREAD.replace("\n", "\n    ")), True),
         ("found.append(choose())\n", False),
         ('def run():\n    found.append(choose())\n\n\nrun()\nif __name__ == "__main__":\n    pass\n', False),

@@ -117,8 +117,9 @@ def _guard_lines(path: str) -> tuple[tuple[int, int], ...]:
     ranges = []
     for node in ast.walk(tree):
         branch = _main_branch(node) if isinstance(node, ast.If) else None
-        if branch:
-            ranges.append((branch[0].lineno, branch[-1].end_lineno or branch[-1].lineno))
+        if branch:  # from its first line (a decorator's, if any) to the end of its last statement
+            first = min(n.lineno for n in (branch[0], *getattr(branch[0], "decorator_list", ())))
+            ranges.append((first, branch[-1].end_lineno or branch[-1].lineno))
     return tuple(ranges)
 
 
