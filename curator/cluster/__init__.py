@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import dask
 from distributed import Client, default_client
 
+from curator.cluster.api_choice import api_cluster
 from curator.cluster.base import Starter, dashboard, given
 from curator.cluster.local import start_local
 from curator.cluster.local_cuda import local_cuda_kwargs, start_local_cuda, visible_gpus
@@ -111,7 +112,8 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
 
 @contextlib.contextmanager
 def ensure_client(cfg: ClusterConfig | None = None) -> Iterator[Client | None]:
-    """The Python API's rule: the current Dask client if there is one, else a local cluster for this call."""
+    """The Python API's rule: the current Dask client if there is one, else the caller's Dask scheduler
+    setting, else a local cluster for this call of worker processes or, where they cannot start, threads."""
     try:
         current = default_client()
     except ValueError:
@@ -119,5 +121,9 @@ def ensure_client(cfg: ClusterConfig | None = None) -> Iterator[Client | None]:
     if current is not None:
         yield current
         return
-    with connect(cfg or ClusterConfig()) as client:
+    cfg = cfg or api_cluster()
+    if cfg is None:  # dask.config.set(scheduler="synchronous"/"threads"/...): dask.compute uses it
+        yield None
+        return
+    with connect(cfg) as client:
         yield client
