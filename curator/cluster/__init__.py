@@ -14,6 +14,7 @@ import dask
 from distributed import Client, default_client
 
 from curator.cluster.base import Starter, dashboard, given
+from curator.cluster.jobs import NoWorkersError, keep_jobs
 from curator.cluster.local import start_local
 from curator.cluster.local_cuda import local_cuda_kwargs, start_local_cuda, visible_gpus
 from curator.cluster.memory import (
@@ -47,6 +48,7 @@ __all__ = [
     "MEMORY_EVENT",
     "SECRET_NAME",
     "STARTERS",
+    "NoWorkersError",
     "TorchThreads",
     "WorkerMemoryError",
     "check_no_secrets",
@@ -57,6 +59,7 @@ __all__ = [
     "given",
     "is_secret",
     "join",
+    "keep_jobs",
     "local_cuda_kwargs",
     "memory_kills",
     "memory_message",
@@ -106,7 +109,9 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
     with cluster, Client(cluster) as client:
         client.register_plugin(TorchThreads(threads))
         log.info("Dask dashboard: %s", dashboard(client))
-        yield client
+        # SLURM worker jobs end (walltime, preemption, scancel): keep cluster.jobs of them submitted
+        with keep_jobs(cluster, client, cfg) if cfg.kind == "slurm" else contextlib.nullcontext():
+            yield client
 
 
 @contextlib.contextmanager
