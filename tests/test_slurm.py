@@ -19,6 +19,7 @@ import pytest
 
 from curator.cluster import connect, slurm_job_script
 from curator.cluster.sacct import OnceFilter, squeue_watcher
+from curator.validate import cluster_problems
 from tests.conftest import DOCS, compose_config, sweep_zero_shot, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +32,10 @@ def curator_env() -> dict[str, str]:
     return {**os.environ, "HF_TOKEN": MARKER, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def run_py(cwd: Path, *overrides: str) -> list[str]:
-    return [sys.executable, str(ROOT / "run.py"), *overrides]
+def slurm_run(partition: str, *overrides: str) -> list[str]:
+    """`python run.py cluster=slurm`: one small worker job on `partition`, its jobs polled every second."""
+    small = [*SMALL_JOB, f"cluster.partition={partition}", "cluster.job_poll_interval=1"]
+    return [sys.executable, str(ROOT / "run.py"), *small, *overrides]
 
 
 def job_ids(log_text: str, event: str) -> list[str]:
@@ -146,6 +149,24 @@ def test_submitit_reads_job_states_from_squeue_where_sacct_has_none() -> None:
     assert watcher._make_command()[0] == "squeue"
 
 
+@pytest.mark.parametrize(
+    ("value", "ok"), [(300, True), ("10m", True), (None, True), (0, False), ("soon", False), (-5, False)]
+)
+def test_no_worker_timeout_takes_seconds_or_a_duration(value: object, ok: bool) -> None:
+    cfg = compose_config(["cluster=slurm"])
+    cfg.cluster.no_worker_timeout = value
+    problems = list(cluster_problems(cfg.cluster))
+    assert (
+        not problems
+        if ok
+        else problems
+        == [
+            f"cluster.no_worker_timeout={value!r}: must be a time > 0 in seconds or like 90s, 10m, 1h, "
+            "or null (no limit)"
+        ]
+    )
+
+
 # --- a real SLURM ----------------------------------------------------------------------------------
 
 
@@ -155,12 +176,9 @@ def test_cluster_slurm_end_to_end_without_the_token_in_any_file(
     slurm: str, docs_dir: Path, tiny_model: str, tmp_path: Path
 ) -> None:
     out, logs = tmp_path / "out", tmp_path / "worker-logs"
-    command = run_py(
-        tmp_path,
-        *SMALL_JOB,
-        f"cluster.partition={slurm}",
+    command = slurm_run(
+        slurm,
         f"cluster.log_directory={logs}",
-        "cluster.job_poll_interval=1",
         f"dataset.path={docs_dir}",
         "dataset.name=tiny",
         tiny_model,
@@ -222,12 +240,9 @@ def test_a_worker_job_cancelled_mid_run_is_replaced_and_every_record_is_written_
     for name, rows in records.items():
         write_jsonl(tmp_path / "docs" / f"{name}.jsonl", rows)
     out = tmp_path / "out"
-    command = run_py(
-        tmp_path,
-        *SMALL_JOB,
-        f"cluster.partition={slurm}",
+    command = slurm_run(
+        slurm,
         f"cluster.log_directory={tmp_path / 'worker-logs'}",
-        "cluster.job_poll_interval=1",
         f"dataset.path={tmp_path / 'docs'}",
         "dataset.name=big",
         tiny_model,
@@ -263,12 +278,9 @@ def test_a_worker_job_cancelled_mid_run_is_replaced_and_every_record_is_written_
 def test_a_run_whose_worker_job_never_starts_stops_and_says_how_to_resume(
     slurm: str, docs_dir: Path, tiny_model: str, tmp_path: Path
 ) -> None:
-    command = run_py(
-        tmp_path,
-        *SMALL_JOB,
-        f"cluster.partition={slurm}",
+    command = slurm_run(
+        slurm,
         "cluster.job_extra_directives=['--begin=now+3600']",  # queued, never running during the test
-        "cluster.job_poll_interval=1",
         "cluster.no_worker_timeout=4",
         f"dataset.path={docs_dir}",
         "dataset.name=tiny",

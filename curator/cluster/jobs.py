@@ -83,6 +83,7 @@ class JobWatcher:
     tracked: dict[str, float] = field(default_factory=dict)  # SLURM job id -> when this first knew of it
     replaced: int = 0
     workers: int = 0  # Dask workers connected at the last poll
+    replaced_now: bool = False  # the last squeue poll replaced a job
     unsubmitted: dict[str, float] = field(
         default_factory=dict
     )  # job name -> when it was first seen without id
@@ -120,18 +121,9 @@ class JobWatcher:
 
     def check(self) -> bool:
         """One poll: log changes, replace ended jobs, give up after the timeout; True once it gave up."""
-        jobs = self._job_ids()
-        states = squeue_states(sorted(jobs))
-        if states is not None:
-            now = time.monotonic()
-            for job_id, (state, where) in list(states.items()):
-                known = self.tracked.setdefault(job_id, now)
-                if state == GONE and job_id not in self.seen and now - known < SUBMIT_GRACE_S:
-                    del states[job_id]  # not listed yet: never replace a job squeue has not shown once
-                    continue
-                self._note(job_id, state, where)
-            ended = [job_id for job_id, (state, _) in states.items() if state in ENDED or state == GONE]
-            self._replace([jobs[job_id] for job_id in ended] + self._never_submitted())
+        states = self._poll_jobs()
+        if states is not None and self.replaced_now:
+            states = self._poll_jobs() or states  # log the replacements' submission now, not a poll later
         workers = len(self.cluster.scheduler_info.get("workers") or {})
         if workers != self.workers:
             log.info("Dask workers connected: %d (before: %d)", workers, self.workers)
@@ -143,6 +135,24 @@ class JobWatcher:
             self._give_up(waited, states or {})
             return True
         return False
+
+    def _poll_jobs(self) -> dict[str, tuple[str, str]] | None:
+        """squeue the cluster's jobs, log what changed and replace those that ended (None: squeue failed)."""
+        self.replaced_now = False
+        jobs = self._job_ids()
+        states = squeue_states(sorted(jobs))
+        if states is None:
+            return None
+        now = time.monotonic()
+        for job_id, (state, where) in list(states.items()):
+            known = self.tracked.setdefault(job_id, now)
+            if state == GONE and job_id not in self.seen and now - known < SUBMIT_GRACE_S:
+                del states[job_id]  # not listed yet: never replace a job squeue has not shown once
+                continue
+            self._note(job_id, state, where)
+        ended = [job_id for job_id, (state, _) in states.items() if state in ENDED or state == GONE]
+        self._replace([jobs[job_id] for job_id in ended] + self._never_submitted())
+        return states
 
     def _note(self, job_id: str, state: str, where: str) -> None:
         """Log a job's submission, start and end once each, with its SLURM job id."""
@@ -173,9 +183,15 @@ class JobWatcher:
         """Drop ended jobs from the cluster and submit new ones up to cluster.jobs (unique worker names)."""
         if not names or self._stop.is_set():
             return
-        self.cluster.sync(self.cluster.scale_down, names)  # forgets them (scancel of an ended job is a no-op)
-        self.cluster.scale(jobs=self.jobs)
+        self.cluster.sync(self._swap, names)
         self.replaced += len(names)
+        self.replaced_now = True
+
+    async def _swap(self, names: list[str]) -> None:
+        """On the cluster's loop: forget the ended jobs, then submit new ones and wait for their sbatch."""
+        await self.cluster.scale_down(names)  # scancel of an ended job is a no-op
+        self.cluster.scale(jobs=self.jobs)
+        await self.cluster  # SpecCluster: start what its spec lacks, wait until each job is submitted
 
     def _give_up(self, waited: float, states: dict[str, tuple[str, str]]) -> None:
         """Cancel the run's tasks with a message that says why and how to resume."""
