@@ -195,6 +195,7 @@ def test_cluster_slurm_end_to_end_without_the_token_in_any_file(
     text = run_log.read_text()
     (job,) = job_ids(text, "submitted")
     assert job_ids(text, "started") == [job]
+    assert f"SLURM job(s) {job} end with the run: cancelling them" in text
     script = subprocess.run(
         ["scontrol", "write", "batch_script", job, "-"], capture_output=True, text=True, check=True
     ).stdout

@@ -3,8 +3,10 @@ job id, a job that ends (cancelled, walltime, preempted, node failure) is replac
 no worker for cluster.no_worker_timeout stops with a message saying how to resume, never waits silently.
 
 Dask itself reruns the tasks of lost workers on the workers that remain or join; this only keeps the
-requested number of jobs submitted. dask-jobqueue's adaptive scaling does not: its plan still counts
-a job that has ended, so it never submits another.
+requested number of jobs submitted. dask-jobqueue's `adapt(minimum_jobs=n, maximum_jobs=n)` resubmits
+too (measured here: 16 s after a scancel, distributed's lost-worker-timeout), but silently, only once
+the scheduler has seen the job's worker leave (SpecCluster matches it by name, which a job of several
+worker processes does not share), and it cannot tell a job still queued from one lost.
 """
 
 from __future__ import annotations
@@ -84,9 +86,8 @@ class JobWatcher:
     replaced: int = 0
     workers: int = 0  # Dask workers connected at the last poll
     replaced_now: bool = False  # the last squeue poll replaced a job
-    unsubmitted: dict[str, float] = field(
-        default_factory=dict
-    )  # job name -> when it was first seen without id
+    # the cluster's name of a job that has no SLURM id yet -> when this first saw it without one
+    unsubmitted: dict[str, float] = field(default_factory=dict)
     _last_worker: float = field(default_factory=time.monotonic)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -111,7 +112,7 @@ class JobWatcher:
             except Exception:  # a bug here must not take the run down: log it, keep polling
                 log.exception("Checking the SLURM worker jobs failed; retrying at the next poll")
 
-    def _job_ids(self) -> dict[str, str]:
+    def job_ids(self) -> dict[str, str]:
         """SLURM job id -> the cluster's name for that job, for the jobs it holds now."""
         return {
             str(job.job_id): name
@@ -139,7 +140,7 @@ class JobWatcher:
     def _poll_jobs(self) -> dict[str, tuple[str, str]] | None:
         """squeue the cluster's jobs, log what changed and replace those that ended (None: squeue failed)."""
         self.replaced_now = False
-        jobs = self._job_ids()
+        jobs = self.job_ids()
         states = squeue_states(sorted(jobs))
         if states is None:
             return None
@@ -234,3 +235,6 @@ def keep_jobs(cluster: Any, client: Client, cfg: ClusterConfig) -> Iterator[JobW
         yield watcher
     finally:
         watcher.stop()
+        ids = sorted(watcher.job_ids(), key=lambda job_id: (len(job_id), job_id))
+        if ids:
+            log.info("SLURM job(s) %s end with the run: cancelling them", ", ".join(ids))
