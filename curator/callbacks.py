@@ -90,3 +90,15 @@ class SweepSummary(Callback):
         log.info("Sweep summary: %s", path)
         if not config.get("quiet", False):
             print(table, flush=True)
+
+
+class QuietSlurmLauncher(Callback):
+    """Under hydra.callbacks: before hydra/launcher=slurm submits, quiet submitit's sacct polling."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Only for submitit's SLURM launcher; see curator.cluster.sacct."""
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        if target.endswith("SlurmLauncher"):
+            from curator.cluster.sacct import quiet_submitit
+
+            quiet_submitit()

@@ -58,9 +58,12 @@ class ClusterConfig:
     scheduler_file: str | None = None  # path written by `dask scheduler --scheduler-file`
     # slurm (dask-jobqueue): each job runs the workers of one node or allocation
     jobs: int = 1  # jobs to submit (scale to)
-    cores: int | None = None  # CPUs per job (--cpus-per-task)
-    memory: str | None = None  # memory per job, e.g. 64GB
-    walltime: str = "01:00:00"
+    cores: int | None = None  # CPUs per job (--cpus-per-task); None: the site's jobqueue.slurm.cores
+    memory: str | None = None  # memory per job, e.g. 64GB; None: the site's jobqueue.slurm.memory
+    # walltime, job_name (and cores, memory when null): None passes nothing, so the site's jobqueue.yaml
+    # (jobqueue.slurm.*) decides, else dask-jobqueue's own default (walltime 00:30:00, name dask-worker)
+    walltime: str | None = None  # e.g. "04:00:00"; a job that reaches it is replaced like any lost job
+    job_name: str | None = None  # sbatch -J; None: the site's jobqueue.slurm.name
     partition: str | None = None  # -p; None: the site default
     account: str | None = None  # -A
     gpus: int = 0  # GPUs per job (--gres=gpu:N); > 0 runs `dask cuda worker`, one worker per GPU
@@ -70,6 +73,10 @@ class ClusterConfig:
     job_script_prologue: list[str] = field(default_factory=list)  # module load ..., source .../activate
     log_directory: str | None = None  # worker job logs; None: the submission directory
     python: str | None = None  # interpreter on the nodes; None: this one (shared filesystem)
+    # slurm: worker jobs that end (cancelled, walltime, preempted, node failure) are replaced; with no Dask
+    # worker for this long (seconds, or "10m"), the run stops and says how to resume. None: wait forever
+    no_worker_timeout: Any = 300
+    job_poll_interval: float = 5.0  # slurm: seconds between squeue checks of the worker jobs
 
 
 @dataclass

@@ -30,7 +30,7 @@ from curator.io.files import InputFile, discover, expand_entries
 from curator.io.gpu import partition_reader
 from curator.io.guard import check_names, check_overlap
 from curator.io.lock import own_output
-from curator.io.manifest import SUMMARY, Manifest, open_manifest, signature
+from curator.io.manifest import SUMMARY, Manifest, open_manifest, remove_temporaries, signature
 from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
 from curator.io.readers import read_file
 from curator.io.schema import attribute_schema, plan_schema, settle_schema
@@ -327,6 +327,8 @@ def _process(
                 progress.update(0 if isinstance(outcome, Exception) else sum(s["read"] for s in outcome))
         finally:
             progress.close()
+    # the workers are gone now: a file a lost worker (a cancelled SLURM job) was writing is not finished
+    remove_temporaries(manifest.fs, manifest.root)
     return _finish(cfg, run_dir, started, manifest, parts, done, results, examples)
 
 

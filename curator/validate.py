@@ -72,6 +72,21 @@ def positive(key: str, value: Any, optional: bool = False, what: str = "") -> It
         yield f"{key}={_show(value)}: must be a number > 0{unset}{what}"
 
 
+def duration(key: str, value: Any, optional: bool = False) -> Iterator[str]:
+    """A time > 0: seconds, or a duration dask understands ("90s", "10m", "1h"); null when optional."""
+    from dask.utils import parse_timedelta
+
+    if value is None and optional:
+        return
+    try:
+        seconds = parse_timedelta(value, default="seconds") if not isinstance(value, bool) else None
+    except (ValueError, KeyError, TypeError):
+        seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        unset = ", or null (no limit)" if optional else ""
+        yield f"{key}={_show(value)}: must be a time > 0 in seconds or like 90s, 10m, 1h{unset}"
+
+
 def mapping(key: str, value: Any) -> Iterator[str]:
     """A mapping with string keys (fsspec storage options)."""
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
@@ -157,6 +172,10 @@ def cluster_problems(cfg: ClusterConfig) -> Iterator[str]:
     yield from at_least("cluster.jobs", cfg.jobs, 1)
     yield from at_least("cluster.cores", cfg.cores, 1, optional=True)
     yield from at_least("cluster.gpus", cfg.gpus, 0)
+    yield from duration("cluster.no_worker_timeout", cfg.no_worker_timeout, optional=True)
+    yield from positive(
+        "cluster.job_poll_interval", cfg.job_poll_interval, what=" (seconds between squeue checks)"
+    )
     if cfg.kind in MEMORY_KINDS:
         workers = 1
         sizes = (cfg.n_workers, cfg.torch_threads)

@@ -194,3 +194,32 @@ def sweep_zero_shot(
         frame = pd.concat(pd.read_json(p, lines=True) for p in sorted((data / name).glob("*.jsonl*")))
         assert len(frame) == len(DOCS) and frame[column].notna().all()
     return result, data
+
+
+def slurm_missing() -> str | None:
+    """Why the `slurm` tests cannot run here, or None when a SLURM controller answers `sinfo`."""
+    import importlib.util
+
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "no SLURM here (sinfo/sbatch not on PATH); .ci/run starts one (start-local-slurm.sh, as root)"
+    for module, extra in (("dask_jobqueue", "slurm"), ("hydra_plugins.hydra_submitit_launcher", "slurm")):
+        if importlib.util.find_spec(module) is None:
+            return f"needs {module} (the {extra} extra)"
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"sinfo does not answer: {err}"
+    if done.returncode != 0 or not done.stdout.strip():
+        return f"sinfo does not answer: {done.stderr.strip() or 'no partition'}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm() -> str:
+    """The default partition of the live SLURM the `slurm` tests submit to (skips with the reason if none)."""
+    reason = slurm_missing()
+    if reason:
+        pytest.skip(reason)
+    listed = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout
+    partitions = listed.split()
+    return next((p.rstrip("*") for p in partitions if p.endswith("*")), partitions[0])

@@ -285,6 +285,7 @@ SLURM_GPU = [
     "cluster.memory=64GB",
     "cluster.gpus=2",
     "cluster.walltime=02:00:00",
+    "cluster.job_name=curator-worker",
     "cluster.partition=gpu",
     "cluster.account=proj42",
     "cluster.job_extra_directives=['--qos=high']",

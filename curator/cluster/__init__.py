@@ -15,6 +15,7 @@ from distributed import Client, default_client
 
 from curator.cluster.api_choice import api_cluster
 from curator.cluster.base import Starter, dashboard, given
+from curator.cluster.jobs import NoWorkersError, keep_jobs
 from curator.cluster.local import start_local
 from curator.cluster.local_cuda import local_cuda_kwargs, start_local_cuda, visible_gpus
 from curator.cluster.memory import (
@@ -48,6 +49,7 @@ __all__ = [
     "MEMORY_EVENT",
     "SECRET_NAME",
     "STARTERS",
+    "NoWorkersError",
     "TorchThreads",
     "WorkerMemoryError",
     "check_no_secrets",
@@ -58,6 +60,7 @@ __all__ = [
     "given",
     "is_secret",
     "join",
+    "keep_jobs",
     "local_cuda_kwargs",
     "memory_kills",
     "memory_message",
@@ -107,7 +110,9 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
     with cluster, Client(cluster) as client:
         client.register_plugin(TorchThreads(threads))
         log.info("Dask dashboard: %s", dashboard(client))
-        yield client
+        # SLURM worker jobs end (walltime, preemption, scancel): keep cluster.jobs of them submitted
+        with keep_jobs(cluster, client, cfg) if cfg.kind == "slurm" else contextlib.nullcontext():
+            yield client
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from typing import Any
 from distributed import Client, KilledWorker
 from distributed.comm.core import CommClosedError
 
+from curator.cluster.jobs import gave_up
 from curator.config import ClusterConfig
 from curator.errors import UserError
 from curator.validate import MEMORY_KINDS
@@ -47,9 +48,13 @@ def memory_message(cfg: ClusterConfig, kills: list[dict[str, Any]]) -> str:
 
 
 def explain_lost_workers(client: Client, cfg: ClusterConfig, outcomes: Iterable[Any]) -> Iterator[Any]:
-    """Pass (units, outcome) pairs on; a failure from a worker its nanny killed for memory says so."""
+    """Pass (units, outcome) pairs on; a failure from a worker its nanny killed for memory says so, and
+    tasks cancelled because no worker was left for cluster.no_worker_timeout stop the run (NoWorkersError)."""
     since = time.time() - 1  # a joined scheduler may remember kills from earlier runs
     for group, outcome in outcomes:
+        stopped = gave_up(outcome)
+        if stopped is not None:
+            raise stopped
         if isinstance(outcome, KilledWorker | CommClosedError):
             kills = memory_kills(client, since)
             if kills:
