@@ -122,6 +122,7 @@ def run_train(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         "label_field": t.label_field,
         "encoder": t.encoder,
         "rows": {"read": embedded["read"], "quarantined": embedded["quarantined"], "labelled": len(rows)},
+        "embedding": {"output_path": root, "units": embedded["units"]},  # cached per input unit, resumable
         "train_rows": int((~trained.held).sum()),
         "validation_rows": int(trained.held.sum()),
         "validation": trained.metrics,
