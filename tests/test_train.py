@@ -110,6 +110,10 @@ def test_regression_head_and_resumed_embeddings(tmp_path: Path, make_config, tin
     assert validation["rows"] == 6 and validation["mae"] >= 0 and "confusion" not in validation
     spec, head = load_head(summary["classifier_folder"])
     assert spec.score_range == [0.5, 4.5] and spec.hidden == 8
+    held = pd.read_parquet(tmp_path / "out" / VALIDATION)
+    frame = runs.read_outputs(str(tmp_path / "out"), {}).set_index("id").loc[held["id"]]
+    scores = predict(head, spec, np.stack(frame[runs.EMBEDDING].to_numpy()))
+    assert scores.tolist() == held["pred"].tolist()  # the folder's head is the in-memory one, exactly
     again = pipeline.run(cfg)  # the embedding step resumes: nothing embedded twice, the same head
     assert again["embedding"]["units"] == {"skipped": 1} and again["validation"] == validation
     clf = HeadClassifier("scores", model=summary["classifier_folder"], pred_column="score")
@@ -143,7 +147,7 @@ def test_distillation_from_a_previous_run(tmp_path: Path, make_config, tiny_mode
 
 def test_train_settings_fail_at_start_up(tmp_path: Path, make_config, tiny_bert: Path) -> None:
     data = labelled(tmp_path / "data" / "train.jsonl")
-    with pytest.raises(ConfigError, match="train.name=null") as err:
+    with pytest.raises(ConfigError, match=r"train\.name=null") as err:
         pipeline.run(make_config("task=train", f"dataset.path={data}", "train.validation=1.5"))
     assert "train.validation=1.5" in str(err.value)
     cfg = train_config(make_config, tmp_path, tiny_bert, data, "train.label_field=topic")
