@@ -167,7 +167,7 @@ class TrainConfig:
     encoder: str = "sentence-transformers/all-MiniLM-L6-v2"  # sentence encoder (hub id or folder)
     max_chars: int | None = 2000  # documents cut to this many code points, as the zero-shot classifiers
     max_length: int | None = None  # token limit; None: sentence-transformers' max_seq_length
-    validation: float = 0.2  # share held out for validation (stratified per label, seeded)
+    validation: float = 0.2  # share held out for validation (stratified per label, seeded); 0: none
     seed: int = 0  # the split and the head's initialisation
     hidden: int = 0  # 0: a linear head; N: one hidden ReLU layer of N units
     epochs: int = 300  # L-BFGS iterations (full batch)

@@ -236,8 +236,8 @@ def train_problems(cfg: Config) -> Iterator[str]:
     yield from non_empty("train.label_field", t.label_field)
     yield from non_empty("train.encoder", t.encoder)
     yield from choice("train.kind", t.kind)
-    if not (_is_number(t.validation) and 0 < t.validation < 1):
-        yield f"train.validation={t.validation}: a share of the rows, between 0 and 1 (exclusive)"
+    if not (_is_number(t.validation) and 0 <= t.validation < 1):
+        yield f"train.validation={t.validation}: a share of the rows, >= 0 (0: no validation) and < 1"
     yield from at_least("train.hidden", t.hidden, 0, what=" (0: a linear head)")
     yield from at_least("train.epochs", t.epochs, 1)
     yield from at_least("train.max_chars", t.max_chars, 1, optional=True, what=" (null: no cut)")
