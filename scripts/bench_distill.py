@@ -60,7 +60,9 @@ def main() -> None:
     summary = run([*common, *train])
     d = summary["distillation"]
     held = pd.read_parquet(work / "student" / VALIDATION)
-    rows = runs.read_outputs(str(teacher), {}).set_index("id").loc[held["id"]]
+    rows = (
+        runs.read_outputs(str(work / "student"), {}).set_index("id").loc[held["id"]]
+    )  # teacher columns kept
     teacher_gold = float((rows["domain_pred"] == rows["domain"]).mean())
     student_gold = float((held["pred"].to_numpy() == rows["domain"].to_numpy()).mean())
     print(f"held-out rows: {len(held)} (of {summary['rows']['labelled']}, split stratified by teacher label)")

@@ -93,6 +93,10 @@ class EmbeddingClassifier(SentenceEncoderClassifier):
         self.encoder_model, self.encoder_revision = model, revision
         resolve_model(model, revision)  # fail on the client, before any cluster starts, if it is missing
 
+    @classmethod
+    def config_labels(cls, cfg: ClassifierConfig) -> tuple[list[str], str] | None:
+        return [], "the family (a vector column, no labels)"
+
     def model_key(self) -> Hashable:
         return ("embedding", self.encoder_model, self.encoder_revision)
 

@@ -113,6 +113,13 @@ class HeadClassifier(SentenceEncoderClassifier):
             yield f"{key}.model: {err}"
 
     @classmethod
+    def config_labels(cls, cfg: ClassifierConfig) -> tuple[list[str], str] | None:
+        try:
+            return list(read_spec(cfg.model).labels), f"{cfg.model}/{SPEC}"
+        except ConfigError:
+            return [], f"{cfg.model}/{SPEC} (not found)"
+
+    @classmethod
     def config_fingerprint(cls, cfg: ClassifierConfig) -> str | None:
         folder = Path(cfg.model).expanduser()
         digest = hashlib.sha256()
