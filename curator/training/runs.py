@@ -35,8 +35,7 @@ def inner_config(cfg: Config, data: Any, root: str, classifiers: dict[str, Class
         classifier=classifiers,
         filter=FilterConfig(),
         output=dataclasses.replace(cfg.output, path=root, format="parquet", content="all", compression=None),
-        quiet=True,
-    )
+    )  # quiet as the run: its progress bar and counts show unless quiet=true
 
 
 def embedding_classifier(cfg: Config) -> ClassifierConfig:
