@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10, help="examples per label for the prototypes")
     parser.add_argument("--head-per-label", default="50", help="comma-separated training set sizes per label")
     parser.add_argument("--test-per-label", type=int, default=None)
+    parser.add_argument("--validation", type=float, default=0.2, help="train.validation of the heads")
     parser.add_argument("--work", default="outputs/eval_prototypes")
     parser.add_argument("--cluster", default="sync")
     args = parser.parse_args()
@@ -118,6 +119,7 @@ def main() -> None:
             f"train.name=head_{n}",
             f"dataset.path={files[f'head_{n}']}",
             f"train.label_field={args.label_field}",
+            f"train.validation={args.validation}",
             f"train.output={conf}",
             f"output.path={work / 'runs' / f'train_{n}'}",
         ]

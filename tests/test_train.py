@@ -153,3 +153,11 @@ def test_train_settings_fail_at_start_up(tmp_path: Path, make_config, tiny_bert:
     cfg = train_config(make_config, tmp_path, tiny_bert, data, "train.label_field=topic")
     with pytest.raises(ConfigError, match="Label field 'topic' is not in the data"):
         pipeline.run(cfg)
+
+
+def test_no_validation_trains_on_every_row(tmp_path: Path, make_config, tiny_bert: Path) -> None:
+    data = labelled(tmp_path / "data" / "train.jsonl")
+    summary = pipeline.run(train_config(make_config, tmp_path, tiny_bert, data, "train.validation=0"))
+    assert (summary["train_rows"], summary["validation_rows"]) == (30, 0)
+    assert summary["validation"]["rows"] == 0 and summary["validation"]["accuracy"] is None
+    assert load_head(summary["classifier_folder"])[0].labels == ["food", "sport", "tech"]
