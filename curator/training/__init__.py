@@ -1,1 +1,1 @@
-"""Your own classifier: heads on sentence embeddings (task=train), scores against gold labels (task=evaluate)."""
+"""Your own classifier: heads on sentence embeddings (task=train), scores on gold labels (task=evaluate)."""
