@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +111,8 @@ class ZeroShotClassifier(SentenceEncoderClassifier):
         self.examples = {label: sorted(examples[label]) for label in names if label in examples}
         # a label without a description but with examples is its examples alone
         self.uses_description = [bool(x.description) or x.name not in self.examples for x in labels]
+        # in the model cache's key (hashed once: a key is built per partition)
+        self.examples_digest = hashlib.sha256(json.dumps(self.examples, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def config_labels(cls, cfg: ZeroShotConfig) -> tuple[list[str], str] | None:
@@ -139,8 +143,8 @@ class ZeroShotClassifier(SentenceEncoderClassifier):
         return list(self.label_names)
 
     def model_key(self) -> Hashable:
-        examples = tuple((label, tuple(texts)) for label, texts in self.examples.items())
-        return ("zero_shot", self.model, self.revision, tuple(self.label_texts), self.temperature, examples)
+        key = (self.model, self.revision, tuple(self.label_texts), self.temperature, self.examples_digest)
+        return ("zero_shot", *key)
 
     def label_vectors(self, embedder: EmbeddingModel, device: torch.device) -> np.ndarray:
         """One unit vector per label: its description and examples, embedded in one canonical list."""
