@@ -85,6 +85,9 @@ class LabelConfig:
 
     name: str = MISSING
     description: str = ""
+    examples: list[str] = field(
+        default_factory=list
+    )  # zero-shot: example texts, averaged into the label's vector
 
 
 @dataclass
@@ -160,6 +163,35 @@ class MixConfig:
 
 
 @dataclass
+class TrainConfig:
+    """task=train: fit a head on sentence embeddings of a labelled dataset, write it as a classifier."""
+
+    name: str | None = None  # the new classifier's name: classifier=<name> runs it (required)
+    # labelled JSONL/Parquet file(s), or a previous run's output.path (distillation); None: dataset.path
+    data: str | None = None
+    label_field: str = "label"  # the label (or score) column; a teacher's column, e.g. aegis_pred
+    kind: str = "auto"  # classification | regression | auto (float values: regression, else classification)
+    encoder: str = "sentence-transformers/all-MiniLM-L6-v2"  # sentence encoder (hub id or folder)
+    max_chars: int | None = 2000  # documents cut to this many code points, as the zero-shot classifiers
+    max_length: int | None = None  # token limit; None: sentence-transformers' max_seq_length
+    validation: float = 0.2  # share held out for validation (stratified per label, seeded); 0: none
+    seed: int = 0  # the split and the head's initialisation
+    hidden: int = 0  # 0: a linear head; N: one hidden ReLU layer of N units
+    epochs: int = 300  # L-BFGS iterations (full batch)
+    weight_decay: float = 1e-4  # L2 penalty on the head's weights
+    class_weights: bool = True  # weigh each class by inverse frequency (imbalanced labels)
+    output: str = "classifiers"  # writes <output>/<name>/ (the head) and <output>/classifier/<name>.yaml
+
+
+@dataclass
+class EvaluateConfig:
+    """task=evaluate: score the selected classifier(s) against a labelled file."""
+
+    data: str | None = None  # labelled JSONL/Parquet file(s); None: dataset.path
+    label_field: str = "label"  # the gold label column
+
+
+@dataclass
 class Config:
     """The whole run."""
 
@@ -170,8 +202,12 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     quiet: bool = False  # no summary table on stdout
-    task: str = "classify"  # classify | mix (attributes of an earlier run + the filter, no model)
+    # classify | mix (attributes of an earlier run + the filter, no model) | train (a head from labelled
+    # data) | evaluate (the classifier(s) against gold labels)
+    task: str = "classify"
     mix: MixConfig = field(default_factory=MixConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def package_data(name: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.classifiers.base import DistributedDataClassifier
-from curator.classifiers.registry import build_classifiers
+from curator.classifiers.registry import build_classifiers, family_class
 from curator.cluster import connect, explain_lost_workers
 from curator.columns import HIDDEN_PREFIX, is_working, unescape
 from curator.config import Config
@@ -147,6 +147,22 @@ def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
+# keys added after output folders existed, left out at these values so that those keep their fingerprint
+LATER_KEYS = {"examples_path": None, "examples_text_field": "text", "examples_label_field": "label"}
+
+
+def _classifier_settings(clf: Any) -> dict[str, Any]:
+    """A classifier's config as settings, without later keys at their defaults (nor empty label examples)."""
+    plain = _plain(clf)
+    for key, default in LATER_KEYS.items():
+        if key in plain and plain[key] == default:
+            del plain[key]
+    for label in plain.get("labels") or []:
+        if isinstance(label, dict) and not label.get("examples"):
+            label.pop("examples", None)
+    return plain
+
+
 def model_commit(model: str | None, revision: str | None) -> str | None:
     """The Hugging Face cache's commit for a hub model (offline lookup only); None for local folders."""
     if not model or Path(model).expanduser().exists():
@@ -170,9 +186,12 @@ def run_settings(cfg: Config) -> dict[str, Any]:
     for name, clf in cfg.classifier.items():
         found = {k: model_commit(getattr(clf, k, None), clf.revision) for k in ("model", "base_model")}
         commits[name] = {k: v for k, v in found.items() if v}
+    files = {n: family_class(c.family).config_fingerprint(c) for n, c in cfg.classifier.items()}
     return {
-        "classifiers": {name: _plain(clf) for name, clf in cfg.classifier.items()},
+        "classifiers": {name: _classifier_settings(clf) for name, clf in cfg.classifier.items()},
         "model_commits": commits,
+        # examples files, trained heads: only when a classifier names some (earlier folders keep theirs)
+        **({"files": {n: f for n, f in files.items() if f}} if any(files.values()) else {}),
         "inference": {
             "dtype": cfg.inference.dtype,
             "quantize": cfg.inference.quantize,
@@ -236,6 +255,10 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     """Classify, filter and write a dataset as configured (resuming a killed run); return the summary."""
     started = time.perf_counter()
     check_config(cfg)  # every setting's range, choice and consistency, all problems in one message
+    if cfg.task in ("train", "evaluate"):  # each runs an inner classify run of this function
+        from curator.training import evaluate, train
+
+        return (train.run_train if cfg.task == "train" else evaluate.run_evaluate)(cfg, run_dir)
     root = output_path(cfg)
     options, out_options = cfg.dataset.storage_options, cfg.output.storage_options  # never logged
     entries = expand_entries(cfg.dataset.path, options)

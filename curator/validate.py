@@ -27,7 +27,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "output.format": (None, "jsonl", "parquet"),
     "output.mode": ("resume", "overwrite", "error"),
     "output.content": ("all", "attributes"),
-    "task": ("classify", "mix"),
+    "task": ("classify", "mix", "train", "evaluate"),
+    "train.kind": ("auto", "classification", "regression"),
     "output.compression": (None, "none", "gzip", "zstd"),
 }
 # A worker process holds Python, torch, the tokenizer and the model: below this it dies while loading.
@@ -236,10 +237,32 @@ def config_problems(cfg: Config) -> list[str]:
         )
     if cfg.task == "mix" and cfg.output.content == "attributes":
         problems.append("task=mix writes documents: leave output.content=all")
+    if cfg.task == "train":
+        problems.extend(train_problems(cfg))
+    if cfg.task == "evaluate":
+        problems.extend(non_empty("evaluate.label_field", cfg.evaluate.label_field))
     problems.extend(choice("output.compression", cfg.output.compression))
     problems.extend(at_least("output.row_group_size", cfg.output.row_group_size, 1, optional=True))
     problems.extend(mapping("output.storage_options", cfg.output.storage_options))
     return problems
+
+
+def train_problems(cfg: Config) -> Iterator[str]:
+    """task=train: a name usable as a classifier name and a file name, sane split and optimiser settings."""
+    t = cfg.train
+    if not t.name or not str(t.name).replace("_", "").replace("-", "").isalnum():
+        yield f"train.name={_show(t.name)}: give the new classifier a name (letters, digits, _ and -)"
+    yield from non_empty("train.label_field", t.label_field)
+    yield from non_empty("train.encoder", t.encoder)
+    yield from choice("train.kind", t.kind)
+    if not (_is_number(t.validation) and 0 <= t.validation < 1):
+        yield f"train.validation={t.validation}: a share of the rows, >= 0 (0: no validation) and < 1"
+    yield from at_least("train.hidden", t.hidden, 0, what=" (0: a linear head)")
+    yield from at_least("train.epochs", t.epochs, 1)
+    yield from at_least("train.max_chars", t.max_chars, 1, optional=True, what=" (null: no cut)")
+    yield from at_least("train.max_length", t.max_length, 1, optional=True, what=" (null: the encoder's)")
+    if not _is_number(t.weight_decay) or t.weight_decay < 0:
+        yield f"train.weight_decay={t.weight_decay}: must be >= 0"
 
 
 def raise_problems(problems: list[str], what: str = "setting") -> None:

@@ -125,6 +125,12 @@ class DistributedDataClassifier:
         """Problems of this family's own keys, each a line naming `key`.<field> (see curator.validate)."""
         return iter(())
 
+    @classmethod
+    def config_fingerprint(cls, cfg: ClassifierConfig) -> str | None:
+        """A digest of files the config names besides the model (examples, trained heads); enters the
+        resume fingerprint so that editing them reruns the classifier. None: no such files."""
+        return None
+
     # ---- hooks ---------------------------------------------------------------------------------
     def load_model(self, device: torch.device) -> torch.nn.Module:
         """Build the model on `device`; called once per worker process (then cached)."""

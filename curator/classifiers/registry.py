@@ -23,6 +23,8 @@ from curator.errors import ConfigError
 # family name (the YAML's `family:`) → the class that implements it, imported only when used
 FAMILIES = {
     "zero_shot": "curator.classifiers.zero_shot:ZeroShotClassifier",
+    "embedding": "curator.classifiers.embedding:EmbeddingClassifier",
+    "head": "curator.classifiers.head:HeadClassifier",
     "sequence_classification": "curator.classifiers.sequence:SequenceClassifier",
     "regression": "curator.classifiers.sequence:RegressionClassifier",
     "deberta_mixin": "curator.classifiers.mixin:MixinClassifier",

@@ -2,67 +2,69 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from transformers import AutoConfig
 
-from curator.classifiers.base import DistributedDataClassifier
+from curator.classifiers.embedding import EmbeddingModel, SentenceEncoderClassifier, mean_pool
+from curator.classifiers.examples import file_digest, inline_problems, read_examples
 from curator.config import ClassifierConfig, LabelConfig
 from curator.errors import ConfigError
-from curator.inference.engine import BatchPlan, run_batches, tokenize
-from curator.models.encoder import load_encoder, load_tokenizer
-from curator.models.fast_encoder import FastEncoder
 from curator.models.hub import resolve_model
-from curator.models.limits import sentence_transformers_max_length
 from curator.validate import positive
 
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Average the token vectors a document really has (padding excluded), L2-normalised."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    summed = (hidden * weights).sum(dim=1)
-    return F.normalize(summed / weights.sum(dim=1).clamp(min=1e-9), p=2, dim=-1)
+__all__ = ["ZeroShotClassifier", "ZeroShotConfig", "ZeroShotModel", "mean_pool", "prototypes"]
 
 
-class ZeroShotModel(torch.nn.Module):
+class ZeroShotModel(EmbeddingModel):
     """Encoder + fixed label embeddings: softmax(cosine(doc, labels) / temperature)."""
 
     def __init__(self, encoder: torch.nn.Module, label_embeddings: torch.Tensor, temperature: float) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.config = encoder.config  # for the engine's memory estimate
+        super().__init__(encoder)
         self.register_buffer("label_embeddings", label_embeddings)
         self.temperature = temperature
-
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Sentence embeddings, as sentence-transformers computes them for this model."""
-        if isinstance(self.encoder, FastEncoder):
-            hidden = self.encoder(input_ids, attention_mask)
-        else:
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return mean_pool(hidden, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         similarity = self.embed(input_ids, attention_mask) @ self.label_embeddings.T
         return torch.softmax(similarity / self.temperature, dim=-1)
 
 
+def prototypes(groups: Sequence[np.ndarray]) -> np.ndarray:
+    """Each label's vector: the L2-normalised mean of its group of unit vectors (summed in float64).
+
+    A group of one (a description alone) is kept as it is, bit for bit.
+    """
+    out = []
+    for group in groups:
+        mean = group.astype(np.float64).sum(axis=0) / len(group)
+        out.append(group[0] if len(group) == 1 else mean / max(np.linalg.norm(mean), 1e-12))
+    return np.stack(out).astype(np.float32)
+
+
 @dataclass
 class ZeroShotConfig(ClassifierConfig):
     """`family: zero_shot`."""
 
-    labels: list[LabelConfig] = field(default_factory=list)  # name + description, matched by similarity
+    labels: list[LabelConfig] = field(default_factory=list)  # name + description (+ examples), by similarity
     label_template: str = "{description}"  # text embedded for a label; {name} and {description}
     temperature: float = 0.05  # softmax temperature over cosine similarities
+    # label prototypes: a JSONL/Parquet file of labelled example texts (read once, on the client)
+    examples_path: str | None = None
+    examples_text_field: str = "text"  # the examples file's text field
+    examples_label_field: str = "label"  # the examples file's label field
 
 
-class ZeroShotClassifier(DistributedDataClassifier):
-    """Labels defined by name + description in YAML; no training, any label set."""
+class ZeroShotClassifier(SentenceEncoderClassifier):
+    """Labels defined by name + description (and optional examples) in YAML; no training, any label set.
+
+    A label's vector is the normalised mean of the embeddings of its description (when given) and of
+    its example texts; a label without examples keeps its description's vector (see README).
+    """
 
     schema = ZeroShotConfig
 
@@ -74,24 +76,43 @@ class ZeroShotClassifier(DistributedDataClassifier):
         temperature: float = 0.05,
         label_template: str = "{description}",
         revision: str | None = None,
+        examples_path: str | None = None,
+        examples_text_field: str = "text",
+        examples_label_field: str = "label",
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
-        labels = [(x.name, x.description) if isinstance(x, LabelConfig) else tuple(x) for x in labels]
+        labels = [x if isinstance(x, LabelConfig) else LabelConfig(*x) for x in labels]
         if not labels:
             raise ConfigError(f"Zero-shot classifier {name!r} needs at least one label.")
-        names = [label for label, _ in labels]
+        names = [label.name for label in labels]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"Zero-shot classifier {name!r} has duplicate labels: {duplicates}")
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
-        self.model = model
-        self.revision = revision
+        self.model = self.encoder_model = model
+        self.revision = self.encoder_revision = revision
         resolve_model(model, revision)  # fail on the client, before any cluster starts, if it is missing
         self.label_names = names
-        self.label_texts = [label_template.format(name=n, description=d or n) for n, d in labels]
+        self.label_texts = [
+            label_template.format(name=x.name, description=x.description or x.name) for x in labels
+        ]
         self.temperature = temperature
+        examples = {x.name: list(x.examples) for x in labels if x.examples}
+        problems = list(inline_problems(f"classifier {name!r}", examples))
+        if problems:
+            raise ConfigError("; ".join(problems))
+        if examples_path:  # read once here, on the client; the texts travel with the classifier
+            found = read_examples(examples_path, names, examples_text_field, examples_label_field)
+            for label, texts in found.items():
+                examples.setdefault(label, []).extend(texts)
+        # canonical order: the same vectors whatever the order of the examples file
+        self.examples = {label: sorted(examples[label]) for label in names if label in examples}
+        # a label without a description but with examples is its examples alone
+        self.uses_description = [bool(x.description) or x.name not in self.examples for x in labels]
+        # in the model cache's key (hashed once: a key is built per partition)
+        self.examples_digest = hashlib.sha256(json.dumps(self.examples, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def config_labels(cls, cfg: ZeroShotConfig) -> tuple[list[str], str] | None:
@@ -100,34 +121,49 @@ class ZeroShotClassifier(DistributedDataClassifier):
     @classmethod
     def config_problems(cls, key: str, cfg: ZeroShotConfig) -> Iterator[str]:
         yield from positive(f"{key}.temperature", cfg.temperature)
+        inline = {label.name: label.examples for label in cfg.labels if label.examples}
+        yield from inline_problems(f"{key}.labels", inline)
+        if cfg.examples_path:
+            try:
+                read_examples(
+                    cfg.examples_path,
+                    [label.name for label in cfg.labels],
+                    cfg.examples_text_field,
+                    cfg.examples_label_field,
+                )
+            except ConfigError as err:
+                yield f"{key}.examples_path: {err}"
+
+    @classmethod
+    def config_fingerprint(cls, cfg: ZeroShotConfig) -> str | None:
+        return file_digest(cfg.examples_path) if cfg.examples_path else None
 
     @property
     def labels(self) -> list[str]:
         return list(self.label_names)
 
     def model_key(self) -> Hashable:
-        return ("zero_shot", self.model, self.revision, tuple(self.label_texts), self.temperature)
+        key = (self.model, self.revision, tuple(self.label_texts), self.temperature, self.examples_digest)
+        return ("zero_shot", *key)
 
-    def load_tokenizer(self) -> Any:
-        return load_tokenizer(resolve_model(self.model, self.revision))
-
-    def model_config(self) -> Any:
-        return AutoConfig.from_pretrained(resolve_model(self.model, self.revision), local_files_only=True)
-
-    def reference_length(self, tokenizer: Any) -> int:
-        """sentence-transformers' limit (256 for all-MiniLM-L6-v2, from sentence_bert_config.json)."""
-        folder = resolve_model(self.model, self.revision)
-        return sentence_transformers_max_length(folder, tokenizer, self.model_config())
+    def label_vectors(self, embedder: EmbeddingModel, device: torch.device) -> np.ndarray:
+        """One unit vector per label: its description and examples, embedded in one canonical list."""
+        described = [t for t, used in zip(self.label_texts, self.uses_description, strict=True) if used]
+        unique = sorted({t for texts in self.examples.values() for t in self.model_texts(texts)})
+        vectors = self.embed_texts(embedder, described + unique, device)
+        by_text = dict(zip(unique, vectors[len(described) :], strict=True))
+        groups, next_description = [], iter(vectors[: len(described)])
+        for label, used in zip(self.label_names, self.uses_description, strict=True):
+            rows = [next(next_description)] if used else []
+            rows += [by_text[t] for t in self.model_texts(self.examples.get(label, []))]
+            groups.append(np.stack(rows))
+        return prototypes(groups)
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        folder = resolve_model(self.model, self.revision)
-        encoder = load_encoder(folder, fast=self.inference.fast_encoder).to(device)
-        model = ZeroShotModel(encoder, torch.zeros(0), self.temperature)
-        tokenizer = self.load_tokenizer()
-        ids = tokenize(tokenizer, self.label_texts, self.token_limit(tokenizer))
-        embeddings = run_batches(ids, model.embed, BatchPlan(16384, 64), tokenizer.pad_token_id or 0, device)
-        model.label_embeddings = torch.from_numpy(embeddings).to(device)
-        return model.eval()
+        """Encoder + label vectors, computed once per worker (the model cache keeps them)."""
+        embedder = self.load_embedder(device)
+        vectors = torch.from_numpy(self.label_vectors(embedder, device)).to(device)
+        return ZeroShotModel(embedder.encoder, vectors, self.temperature).eval()
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         return self.label_columns(outputs, self.label_names)

@@ -1,0 +1,1 @@
+"""Your own classifier: heads on sentence embeddings (task=train), scores on gold labels (task=evaluate)."""
