@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -143,9 +144,16 @@ def test_at_most_units_in_flight_tasks_run_at_once(
     assert summary["read"] == summary["written"] == 48
 
 
-def _fail_on(marker: str):
-    """An error that names the stage it was injected in."""
-    return RuntimeError(f"injected failure in {marker}")
+def inject(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, fails: Callable, stage: str) -> None:
+    """Make `owner.name` raise (naming `stage`) on the calls `fails` picks; the others run as before."""
+    real = getattr(owner, name)
+
+    def patched(*args: object, **kwargs: object) -> object:
+        if fails(*args, **kwargs):
+            raise RuntimeError(f"injected failure in {stage}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, patched)
 
 
 STAGES = ["read", "tokenise", "device", "postprocess", "write"]
@@ -163,57 +171,19 @@ def test_an_exception_in_any_stage_fails_its_unit_only(
     data = make_units(tmp_path / "in", sizes)
     bad = "f1"  # the unit of 7 documents
     size = 5 + 7 + 9 if grouped else 7  # what the model stage sees: the unit, or its task's three units
-    if stage == "read":
-        real_read = stages.read
-        monkeypatch.setattr(
-            stages,
-            "read",
-            lambda parts, *a: (
-                (_ for _ in ()).throw(_fail_on(stage)) if parts[0].name == bad else real_read(parts, *a)
-            ),
-        )
-    elif stage == "write":
-        real_write = stages.write_partition
-        monkeypatch.setattr(
-            stages,
-            "write_partition",
-            lambda frame, unit, *a, **k: (
-                (_ for _ in ()).throw(_fail_on(stage))
-                if unit.name == bad
-                else real_write(frame, unit, *a, **k)
-            ),
-        )
-    elif stage == "tokenise":
-        real_tokenize = tokens.tokenize
-        monkeypatch.setattr(
-            tokens,
-            "tokenize",
-            lambda tok, texts, n: (
-                (_ for _ in ()).throw(_fail_on(stage)) if len(texts) == size else real_tokenize(tok, texts, n)
-            ),
-        )
-    elif stage == "device":
-        real_forward = SimulatedModel.forward
-        monkeypatch.setattr(
-            SimulatedModel,
-            "forward",
-            lambda self, ids, mask: (
-                (_ for _ in ()).throw(_fail_on(stage))
-                if ids.shape[0] == size
-                else real_forward(self, ids, mask)
-            ),
-        )
-    else:
-        real_post = DistributedDataClassifier.label_columns
-        monkeypatch.setattr(
+    # where the failure is injected, and which call raises (a unit's name, or the rows the stage sees)
+    places = {
+        "read": (stages, "read", lambda parts, *a: parts[0].name == bad),
+        "write": (stages, "write_partition", lambda frame, unit, *a, **k: unit.name == bad),
+        "tokenise": (tokens, "tokenize", lambda tok, texts, n: len(texts) == size),
+        "device": (SimulatedModel, "forward", lambda model, ids, mask: ids.shape[0] == size),
+        "postprocess": (
             DistributedDataClassifier,
             "label_columns",
-            lambda self, probs, labels: (
-                (_ for _ in ()).throw(_fail_on(stage))
-                if len(probs) == size
-                else real_post(self, probs, labels)
-            ),
-        )
+            lambda clf, probs, labels: len(probs) == size,
+        ),
+    }
+    inject(monkeypatch, *places[stage], stage)
     cache.clear()  # the simulated model is built afresh with the patched class
     settings = [
         f"dataset.path={data}",
