@@ -93,8 +93,8 @@ def check_engine(inference: Any) -> None:
         import dask_cudf  # noqa: F401
     except ImportError as err:
         raise ConfigError(
-            f"inference.engine=crossfit needs RAPIDS cuDF and CrossFit ({err}); install the `gpu` extra "
-            "(pip install -e '.[gpu]' from the RAPIDS index) or use inference.engine=native."
+            f"inference.engine=crossfit needs RAPIDS cuDF and CrossFit ({err}); install the extra of "
+            "your CUDA major (pip install -e '.[gpu-cu12]' or '.[gpu-cu13]') or use inference.engine=native."
         ) from err
 
 
