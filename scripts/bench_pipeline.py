@@ -47,7 +47,7 @@ def write_corpus(folder: Path, docs: int, files: int, seed: int = 0) -> list[str
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     texts = []
-    for i in range(docs):
+    for _ in range(docs):
         words = min(60_000, max(5, int(rng.lognormvariate(6.0, 1.1))))
         texts.append(" ".join(rng.choice(WORDS) for _ in range(words)))
     per_file = -(-docs // files)
@@ -73,8 +73,9 @@ def tiny_regression(folder: Path) -> Path:
     return folder
 
 
-def run(data: Path, model: Path, out: Path, *overrides: str) -> dict:
-    """One `pipeline.run`; the summary with the rate over the workers' wall time added."""
+def run(data: Path, model: Path | None, out: Path, *overrides: str) -> dict:
+    """One `pipeline.run` (FineWeb-Edu's shape on `model`, simulated; None: zero-shot MiniLM as
+    configured); the summary with the rate over the workers' wall time added."""
     from hydra import compose, initialize_config_module
 
     from curator import pipeline
@@ -82,13 +83,17 @@ def run(data: Path, model: Path, out: Path, *overrides: str) -> dict:
     from curator.report import worker_seconds
 
     register_configs()
-    settings = [
-        f"dataset.path={data}",
-        "dataset.name=bench",
-        "classifier=fineweb_edu",
+    name = "fineweb_edu" if model else "zero_shot_domain"
+    simulated = [
         f"classifier.fineweb_edu.model={model}",
         "inference.device=simulated",
         "inference.token_budget=16384",
+    ]
+    settings = [
+        f"dataset.path={data}",
+        "dataset.name=bench",
+        f"classifier={name}",
+        *(simulated if model else []),
         "output.mode=overwrite",
         f"output.path={out}",
         "quiet=true",
@@ -97,7 +102,7 @@ def run(data: Path, model: Path, out: Path, *overrides: str) -> dict:
     with initialize_config_module(config_module="curator.conf", version_base="1.3"):
         cfg = to_config(compose(config_name="config", overrides=settings))
     summary = pipeline.run(cfg)
-    figures = summary["classifiers"]["fineweb_edu"]
+    figures = summary["classifiers"][name]
     wall = worker_seconds(summary["per_file"])
     return {
         "docs_per_s": summary["read"] / wall,
@@ -158,14 +163,35 @@ def padding_by_window(texts: list[str], model: Path) -> dict:
     return out
 
 
+def cuda_busy(args: argparse.Namespace) -> None:
+    """On a real GPU: serial vs side by side, device_busy from CUDA events (zero-shot on real MiniLM)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = Path(tmp) / "data", Path(tmp) / "out"
+        write_corpus(data, args.docs, args.files)
+        common = ["cluster=local", "cluster.n_workers=1", "inference.device=cuda"]
+        report: dict = {"docs": args.docs, "device": "cuda"}
+        for name, flight in (("serial", 1), ("side_by_side", args.in_flight)):
+            report[name] = run(data, None, out, *common, f"inference.units_in_flight={flight}")
+        report["side_by_side / serial"] = round(
+            report["side_by_side"]["docs_per_s"] / report["serial"]["docs_per_s"], 2
+        )
+    print(json.dumps(report, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=6000)
     parser.add_argument("--files", type=int, default=12)
     parser.add_argument("--in-flight", type=int, default=2, help="inference.units_in_flight side by side")
     parser.add_argument("--skip-workers", action="store_true", help="skip the two-worker comparison")
+    parser.add_argument(
+        "--cuda", action="store_true", help="a real GPU: MiniLM zero-shot, busy from CUDA events"
+    )
     args = parser.parse_args()
     import torch
+
+    if args.cuda:
+        return cuda_busy(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -175,7 +201,9 @@ def main() -> None:
         report: dict = {"docs": args.docs, "files": args.files, "torch_threads": torch.get_num_threads()}
         sync = ["cluster=sync"]
         run(data, model, out, *sync, "inference.simulated_tokens_per_s=1e12")  # warm: model cached
-        host = run(data, model, out, *sync, "inference.simulated_tokens_per_s=1e12", "inference.units_in_flight=1")
+        host = run(
+            data, model, out, *sync, "inference.simulated_tokens_per_s=1e12", "inference.units_in_flight=1"
+        )
         h = host["docs_per_s"]
         report["host_rate_docs_per_s"] = round(h, 1)
         rate_at = {f: f * h * host["padded_per_doc"] for f in (1.0, 0.7)}  # device tokens/s at d = f·h
@@ -187,10 +215,18 @@ def main() -> None:
             report["d=h side_by_side"]["docs_per_s"] / report["d=h serial"]["docs_per_s"], 2
         )
         busy = run(data, model, out, *sync, f"inference.simulated_tokens_per_s={rate_at[0.7]}", side)
-        report["d=0.7h side_by_side"] = {**busy, "fraction_of_min_h_d": round(busy["docs_per_s"] / (0.7 * h), 3)}
+        report["d=0.7h side_by_side"] = {
+            **busy,
+            "fraction_of_min_h_d": round(busy["docs_per_s"] / (0.7 * h), 3),
+        }
         if not args.skip_workers:
             slow = 0.3 * h * host["padded_per_doc"]  # each device at 0.3 h: the devices are the bottleneck
-            local = ["cluster=local", "cluster.torch_threads=1", f"inference.simulated_tokens_per_s={slow}", side]
+            local = [
+                "cluster=local",
+                "cluster.torch_threads=1",
+                f"inference.simulated_tokens_per_s={slow}",
+                side,
+            ]
             one = run(data, model, out, *local, "cluster.n_workers=1")
             two = run(data, model, out, *local, "cluster.n_workers=2")
             report["workers (device at 0.3h each)"] = {
