@@ -271,3 +271,27 @@ def test_simulated_rows_are_probabilities_when_the_model_gives_probabilities() -
     assert out.shape == (2, 4) and np.allclose(out.sum(-1), 1)
     again = model(ids[:1, :3], mask[:1, :3]).numpy()  # the same row, padded differently
     assert np.array_equal(out[0], again[0]) and not np.array_equal(out[0], out[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_results_come_back_without_a_per_batch_sync_and_busy_time_from_events() -> None:
+    """The same rows in the same order as on the CPU; the device's busy time from CUDA events."""
+    import torch
+
+    from curator.inference.engine import BatchPlan, RunStats, run_batches
+
+    torch.manual_seed(0)
+    layer = torch.nn.Embedding(100, 8)
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(1, 100, size=int(n)).tolist() for n in rng.integers(1, 40, size=300)]
+
+    def forward(model):
+        return lambda input_ids, mask: (model(input_ids) * mask.unsqueeze(-1)).sum(1)
+
+    plan = BatchPlan(token_budget=256, max_rows=64, prefetch=True)
+    expected = run_batches(ids, forward(layer), plan, 0, torch.device("cpu"))
+    stats = RunStats()
+    got = run_batches(ids, forward(layer.cuda()), plan, 0, torch.device("cuda"), stats=stats)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert stats.batches > 3 and stats.device_seconds > 0
