@@ -210,15 +210,20 @@ def main() -> None:
         side = f"inference.units_in_flight={args.in_flight}"
         for name, flight in (("serial", "inference.units_in_flight=1"), ("side_by_side", side)):
             result = run(data, model, out, *sync, f"inference.simulated_tokens_per_s={rate_at[1.0]}", flight)
-            report[f"d=h {name}"] = {**result, "fraction_of_min_h_d": round(result["docs_per_s"] / h, 3)}
+            report[f"d=h {name}"] = result
+        busy = run(data, model, out, *sync, f"inference.simulated_tokens_per_s={rate_at[0.7]}", side)
+        report["d=0.7h side_by_side"] = busy
+        again = run(
+            data, model, out, *sync, "inference.simulated_tokens_per_s=1e12", "inference.units_in_flight=1"
+        )
+        # on a shared machine the host rate drifts: h is the mean of a measurement before and after
+        h = (h + again["docs_per_s"]) / 2
+        report["host_rate_docs_per_s"] = [round(host["docs_per_s"], 1), round(again["docs_per_s"], 1)]
+        for key, f in (("d=h serial", 1.0), ("d=h side_by_side", 1.0), ("d=0.7h side_by_side", 0.7)):
+            report[key]["fraction_of_min_h_d"] = round(report[key]["docs_per_s"] / (f * h), 3)
         report["d=h side_by_side / serial"] = round(
             report["d=h side_by_side"]["docs_per_s"] / report["d=h serial"]["docs_per_s"], 2
         )
-        busy = run(data, model, out, *sync, f"inference.simulated_tokens_per_s={rate_at[0.7]}", side)
-        report["d=0.7h side_by_side"] = {
-            **busy,
-            "fraction_of_min_h_d": round(busy["docs_per_s"] / (0.7 * h), 3),
-        }
         if not args.skip_workers:
             slow = 0.3 * h * host["padded_per_doc"]  # each device at 0.3 h: the devices are the bottleneck
             local = [

@@ -48,21 +48,27 @@ def _encode_whole(tokenizer: Any, texts: list[str], max_length: int) -> list[lis
 
 
 def _from_prefix(encoding: Any, keep: int) -> list[int] | None:
-    """The truncated ids, if the prefix's `encoding` (untruncated) proves them; else None."""
+    """The truncated ids, if the prefix's `encoding` (untruncated) proves them; else None.
+
+    Special tokens must sit only before and after the text (as every single-sequence template puts
+    them); word ids rise through the text, so its last token has the last word.
+    """
     special = encoding.special_tokens_mask
-    content = [i for i, s in enumerate(special) if not s]
-    if len(content) <= keep or keep <= 0:
-        return None
-    first, last = content[0], content[-1]
-    if last - first + 1 != len(content):  # a special token inside the text: not the simple layout
+    n = len(special)
+    front = 0
+    while front < n and special[front]:
+        front += 1
+    back = 0
+    while back < n - front and special[n - 1 - back]:
+        back += 1
+    if keep <= 0 or n - front - back <= keep or sum(special) != front + back:
         return None
     words = encoding.word_ids
-    kept_word = words[content[keep - 1]]
-    last_word = max(words[i] for i in content)
-    if kept_word is None or kept_word > last_word - SAFE_WORDS:
+    kept_word, last_word = words[front + keep - 1], words[n - back - 1]
+    if kept_word is None or last_word is None or kept_word > last_word - SAFE_WORDS:
         return None
     ids = encoding.ids
-    return ids[:first] + ids[first : first + keep] + ids[last + 1 :]
+    return ids[: front + keep] + ids[n - back :]
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
