@@ -131,8 +131,9 @@ class InferenceConfig:
         1_000_000.0  # device=simulated: padded tokens the stand-in runs per second
     )
     # tasks a worker runs at once (each holds its units in memory): while one has the device, the others
-    # read, tokenise, post-process and write; batches take turns on the one device. 1: the serial path
-    units_in_flight: int = 2
+    # read, tokenise, post-process and write; batches take turns on the one device. 1: the serial path;
+    # None: 2 on a GPU (or the simulated one), 1 on CPU, where host work would take the model's cores
+    units_in_flight: int | None = None
     # documents tokenised, length-sorted and batched together inside a unit: the device starts on the
     # first window while the next ones are tokenised; null: the whole unit is one window
     window: int | None = 4096

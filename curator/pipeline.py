@@ -26,6 +26,7 @@ from curator.config import ClusterConfig, Config
 from curator.errors import ConfigError, UserError
 from curator.execution import run_distributed, run_sync
 from curator.filters import build_filter
+from curator.inference.engine import units_in_flight
 from curator.io.files import InputFile, discover, expand_entries
 from curator.io.gpu import partition_reader
 from curator.io.guard import check_names, check_overlap
@@ -315,7 +316,7 @@ def _process(
     progress = Progress(len(todo), quiet=cfg.quiet, unit="tasks")
     with connect(task_threads(cfg)) as client:
         outcomes = (
-            run_sync(todo, parts, work, known, cfg.inference.units_in_flight)
+            run_sync(todo, parts, work, known, units_in_flight(cfg.inference))
             if client is None
             else explain_lost_workers(
                 client, cfg.cluster, run_distributed(client, todo, parts, work, known, cfg.dataset.retries)
@@ -337,7 +338,7 @@ def _process(
 def task_threads(cfg: Config) -> ClusterConfig:
     """The cluster settings with at least `inference.units_in_flight` task threads per worker we start:
     while one task has the device, the others read, tokenise, post-process and write."""
-    threads = max(cfg.cluster.threads_per_worker, cfg.inference.units_in_flight)
+    threads = max(cfg.cluster.threads_per_worker, units_in_flight(cfg.inference))
     return dataclasses.replace(cfg.cluster, threads_per_worker=threads)
 
 

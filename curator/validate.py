@@ -194,7 +194,9 @@ def inference_problems(cfg: InferenceConfig) -> Iterator[str]:
     yield from at_least("inference.token_budget", cfg.token_budget, 1, optional=True, what=" (rows x length)")
     yield from positive("inference.max_mem_gb", cfg.max_mem_gb, optional=True)
     yield from positive("inference.simulated_tokens_per_s", cfg.simulated_tokens_per_s)
-    yield from at_least("inference.units_in_flight", cfg.units_in_flight, 1, what=" (1: the serial path)")
+    yield from at_least(
+        "inference.units_in_flight", cfg.units_in_flight, 1, optional=True, what=" (1: the serial path)"
+    )
     yield from at_least("inference.window", cfg.window, 1, optional=True, what=" (null: the whole unit)")
     yield from at_least("inference.tokenizer_threads", cfg.tokenizer_threads, 1, optional=True)
 

@@ -70,6 +70,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def units_in_flight(inference: Any) -> int:
+    """Tasks a worker runs side by side: as configured, else 2 where the model runs on a device of its
+    own (CUDA, simulated) and 1 on CPU, where the host work would only take the model's cores."""
+    if inference.units_in_flight:
+        return inference.units_in_flight
+    return 2 if inference.device == "simulated" or resolve_device(inference.device).type == "cuda" else 1
+
+
 def resolve_autocast(dtype: str, device: torch.device) -> torch.dtype | None:
     """'auto' is bf16 autocast on CUDA and plain float32 on CPU."""
     if device.type != "cuda":
