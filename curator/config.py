@@ -125,7 +125,9 @@ class InferenceConfig:
     """How batches are formed and where the model runs."""
 
     engine: str = "native"  # native (this project's batcher) | crossfit (GPU + cuDF only)
-    device: str = "auto"  # auto | cpu | cuda
+    # auto | cpu | cuda | cuda:N | simulated (a stand-in GPU for tests and benchmarks: each batch takes
+    # padded tokens / simulated_tokens_per_s seconds with the GIL released; outputs a hash of the ids)
+    device: str = "auto"
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | bfloat16 | float16
     # rows x padded length per batch; None: a cache-sized budget for encoders on CPU (16384 for LLMs),
     # from free memory on CUDA
@@ -135,6 +137,17 @@ class InferenceConfig:
     quantize: str | None = None  # int8: dynamic int8 quantisation of Linear layers (CPU only)
     max_mem_gb: float | None = None  # CUDA: memory batches may use; None: what is free on the device
     fast_encoder: bool = True  # BERT/RoBERTa/XLM-R: fused Q/K/V, first-token-only last layer (same results)
+    simulated_tokens_per_s: float = (
+        1_000_000.0  # device=simulated: padded tokens the stand-in runs per second
+    )
+    # tasks a worker runs at once (each holds its units in memory): while one has the device, the others
+    # read, tokenise, post-process and write; batches take turns on the one device. 1: the serial path;
+    # None: 2 on a GPU (or the simulated one), 1 on CPU, where host work would take the model's cores
+    units_in_flight: int | None = None
+    # documents tokenised, length-sorted and batched together inside a unit: the device starts on the
+    # first window while the next ones are tokenised; null: the whole unit is one window
+    window: int | None = 4096
+    tokenizer_threads: int | None = None  # host threads that tokenise a window; None: the worker's cores
 
 
 @dataclass

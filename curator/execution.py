@@ -6,7 +6,9 @@ outcomes are yielded as tasks finish, so the caller can record each one at once.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -55,18 +57,31 @@ def _delayed_first_lines(parts: Sequence[Part], known: dict[str, int], run_id: s
 
 
 def run_sync(
-    groups: list[list[Part]], parts: Sequence[Part], work: Work, known: dict[str, int]
+    groups: list[list[Part]], parts: Sequence[Part], work: Work, known: dict[str, int], in_flight: int = 1
 ) -> Iterator[Outcome]:
-    """In this process, in order (cluster=sync): each task's outcome as it finishes."""
+    """In this process (cluster=sync): up to `in_flight` tasks at once, as Dask runs them on a worker
+    with that many threads (batches take turns on the device); outcomes in task order."""
     first_line = _jsonl_lines(parts, known)
-    for group in groups:
-        try:
-            stats = process(group, [first_line(p) for p in group], work)
-        except Exception as err:  # recorded and reported; the other units still run
-            yield group, err
-            continue
-        known.update({s["unit"]: s["lines"] for s in stats if s.get("lines") is not None})
-        yield group, stats
+    with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="task") as pool:
+        running: deque[tuple[list[Part], Future]] = deque()
+        for group in [*groups, None]:
+            if group is not None:
+                running.append((group, pool.submit(process, group, [first_line(p) for p in group], work)))
+            while running and (group is None or len(running) >= max(1, in_flight)):
+                done, future = running.popleft()
+                try:
+                    stats = future.result()
+                except Exception as err:  # recorded and reported; the other units still run
+                    yield done, err
+                    continue
+                known.update(
+                    {
+                        s["unit"]: s["lines"]
+                        for s in stats
+                        if isinstance(s, dict) and s.get("lines") is not None
+                    }
+                )
+                yield done, stats
 
 
 def run_distributed(

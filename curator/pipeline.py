@@ -22,10 +22,11 @@ from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifiers, family_class
 from curator.cluster import connect, explain_lost_workers
 from curator.columns import HIDDEN_PREFIX, is_working, unescape
-from curator.config import Config
+from curator.config import ClusterConfig, Config
 from curator.errors import ConfigError, UserError
 from curator.execution import run_distributed, run_sync
 from curator.filters import build_filter
+from curator.inference.engine import units_in_flight
 from curator.io.files import InputFile, discover, expand_entries
 from curator.io.gpu import partition_reader
 from curator.io.guard import check_names, check_overlap
@@ -336,9 +337,9 @@ def _process(
     results: dict[str, dict[str, Any]] = {}
     examples: dict[str, Any] = {}
     progress = Progress(len(todo), quiet=cfg.quiet, unit="tasks")
-    with connect(cfg.cluster) as client:
+    with connect(task_threads(cfg)) as client:
         outcomes = (
-            run_sync(todo, parts, work, known)
+            run_sync(todo, parts, work, known, units_in_flight(cfg.inference))
             if client is None
             else explain_lost_workers(
                 client, cfg.cluster, run_distributed(client, todo, parts, work, known, cfg.dataset.retries)
@@ -347,12 +348,23 @@ def _process(
         try:
             for group, outcome in outcomes:
                 _collect(group, outcome, manifest, results, examples)
-                progress.update(0 if isinstance(outcome, Exception) else sum(s["read"] for s in outcome))
+                progress.update(
+                    0
+                    if isinstance(outcome, Exception)
+                    else sum(s["read"] for s in outcome if isinstance(s, dict))
+                )
         finally:
             progress.close()
     # the workers are gone now: a file a lost worker (a cancelled SLURM job) was writing is not finished
     remove_temporaries(manifest.fs, manifest.root)
     return _finish(cfg, run_dir, started, manifest, parts, done, results, examples)
+
+
+def task_threads(cfg: Config) -> ClusterConfig:
+    """The cluster settings with at least `inference.units_in_flight` task threads per worker we start:
+    while one task has the device, the others read, tokenise, post-process and write."""
+    threads = max(cfg.cluster.threads_per_worker, units_in_flight(cfg.inference))
+    return dataclasses.replace(cfg.cluster, threads_per_worker=threads)
 
 
 def _collect(group: list[Part], outcome: Any, manifest: Manifest, results: dict, examples: dict) -> None:
@@ -361,6 +373,14 @@ def _collect(group: list[Part], outcome: Any, manifest: Manifest, results: dict,
         names = ", ".join(p.path if p.index is None else f"{p.path} ({p.name})" for p in group)
         log.error("Failed: %s: %s", names, outcome, exc_info=outcome)
         results.update({p.name: {**_failed(p, outcome), "status": "failed"} for p in group})
+        return
+    failed = [(p, s) for p, s in zip(group, outcome, strict=True) if isinstance(s, Exception)]
+    for part, err in failed:  # a unit of the task failed alone (reading or writing it): the others finished
+        log.error("Failed: %s (%s): %s", part.path, part.name, err, exc_info=err)
+        results[part.name] = {**_failed(part, err), "status": "failed"}
+    group = [p for p, s in zip(group, outcome, strict=True) if not isinstance(s, Exception)]
+    outcome = [s for s in outcome if not isinstance(s, Exception)]
+    if not outcome:
         return
     manifest.record([_entry(p, s) for p, s in zip(group, outcome, strict=True)])
     # a few example texts per label: merged as units finish (not kept per unit, so memory stays flat)

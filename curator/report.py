@@ -71,6 +71,7 @@ def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str)
         part["padding_efficiency"] = (
             round(part["real_tokens"] / part["padded_tokens"], 4) if part["padded_tokens"] else None
         )
+    add_device_figures(engine, stats)
     return {
         **totals,
         "files": len({s["input"] for s in stats}),
@@ -84,6 +85,34 @@ def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str)
         "output_path": output_path,
         "per_file": [{k: v for k, v in s.items() if k != "examples"} for s in stats],
     }
+
+
+def worker_seconds(stats: Sequence[dict[str, Any]]) -> float:
+    """Wall seconds the workers spent on this run's tasks: per worker, first task start to last end."""
+    spans: dict[str, list[float]] = {}
+    for s in stats:
+        timing = s.get("timing")
+        if timing and timing.get("finished") is not None:
+            span = spans.setdefault(timing["worker"], [timing["started"], timing["finished"]])
+            span[0], span[1] = min(span[0], timing["started"]), max(span[1], timing["finished"])
+    return sum(end - start for start, end in spans.values())
+
+
+def add_device_figures(engine: dict[str, dict[str, Any]], stats: Sequence[dict[str, Any]]) -> None:
+    """Per classifier: `device_busy` (the share of the workers' wall time the device had a batch) and
+    host seconds by stage (read and write are the units', shared by the classifiers that read them)."""
+    wall = worker_seconds(stats)
+    read = sum((s.get("timing") or {}).get("read", 0.0) for s in stats)
+    write = sum((s.get("timing") or {}).get("write", 0.0) for s in stats)
+    for part in engine.values():
+        busy = part.get("device_seconds")
+        part["device_busy"] = round(busy / wall, 4) if wall and busy is not None else None
+        part["host_seconds"] = {
+            "read": round(read, 4),
+            "tokenise": round(part.get("tokenise_seconds", 0.0), 4),
+            "postprocess": round(part.get("postprocess_seconds", 0.0), 4),
+            "write": round(write, 4),
+        }
 
 
 def merge_histograms(stats: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:

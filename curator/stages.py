@@ -7,7 +7,10 @@ rows), so what crosses the cluster stays small whatever the dataset size.
 
 from __future__ import annotations
 
+import os
 import posixpath
+import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -210,18 +213,60 @@ def write(
     return {**counts, "labels": labels, "examples": examples, "classify": classify}
 
 
-def process(parts: list[Part], first_lines: list[int], work: Work) -> list[dict[str, Any]]:
-    """Read, classify, decide and write one task's units; return each unit's small counts (never rows)."""
-    frames = read(parts, first_lines, work)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process: device busy is a fraction of its wall time
+
+
+def _read_each(parts: Sequence[Part], first_lines: Sequence[int], work: Work) -> list[Any]:
+    """Each unit's partition, or the exception that reading it raised (the others are still read)."""
+    out: list[Any] = []
+    for part, first in zip(parts, first_lines, strict=True):
+        began = time.perf_counter()
+        try:
+            frame = read([part], [first], work)[0]
+        except Exception as err:
+            out.append(err)
+            continue
+        frame.attrs["read_seconds"] = time.perf_counter() - began
+        out.append(frame)
+    return out
+
+
+def process(parts: list[Part], first_lines: list[int], work: Work) -> list[Any]:
+    """Read, classify, decide and write one task's units; return each unit's small counts (never rows).
+
+    A unit whose reading or writing raises gets its exception in its place (the task's other units
+    finish); a task whose units all fail raises the first error, so Dask's retries still apply. The
+    units of a task are classified together: an error there fails them all.
+    """
+    started = time.time()
+    read_out = _read_each(parts, first_lines, work)
+    frames = [f for f in read_out if not isinstance(f, Exception)]
+    ready = [p for p, f in zip(parts, read_out, strict=True) if not isinstance(f, Exception)]
     lines = [frame.attrs.get(LINES_ATTR) for frame in frames]
     repaired = [frame.attrs.get(REPAIRED_ATTR, 0) for frame in frames]
-    if work.attributes is None:
+    read_seconds = [frame.attrs.pop("read_seconds", 0.0) for frame in frames]
+    if frames and work.attributes is None:
         frames = classify(frames, work.classifiers)
-    else:
-        frames = [join_attributes(f, p, work) for f, p in zip(frames, parts, strict=True)]
-    stats = []
-    for part, frame, spanned, fixed in zip(parts, frames, lines, repaired, strict=True):
+    elif frames:
+        frames = [join_attributes(f, p, work) for f, p in zip(frames, ready, strict=True)]
+    results: dict[str, Any] = {}
+    for part, frame, spanned, fixed, reading in zip(
+        ready, frames, lines, repaired, read_seconds, strict=True
+    ):
         frame.attrs[REPAIRED_ATTR] = fixed
-        counts = write(frame, part, work.target, work.classifiers, decide(frame, work.flt), work.id_field)
-        stats.append({**counts, "lines": spanned})
-    return stats
+        began = time.perf_counter()
+        try:
+            counts = write(frame, part, work.target, work.classifiers, decide(frame, work.flt), work.id_field)
+        except Exception as err:
+            results[part.name] = err
+            continue
+        timing = {"worker": WORKER, "started": started, "read": reading, "write": time.perf_counter() - began}
+        results[part.name] = {**counts, "lines": spanned, "timing": timing}
+    finished = time.time()
+    out = [results.get(p.name, f) for p, f in zip(parts, read_out, strict=True)]
+    for stats in out:
+        if isinstance(stats, dict):
+            stats["timing"]["finished"] = finished
+    if all(isinstance(s, Exception) for s in out):
+        raise out[0]
+    return out

@@ -21,7 +21,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset.invalid_text": INVALID_TEXT,
     "cluster.kind": ("local", "local_cuda", "scheduler", "slurm", "sync"),
     "inference.engine": ("native", "crossfit"),
-    "inference.device": ("auto", "cpu", "cuda"),  # and cuda:N
+    "inference.device": ("auto", "cpu", "cuda", "simulated"),  # and cuda:N
     "inference.dtype": ("auto", "float32", "bfloat16", "float16"),
     "inference.quantize": (None, "int8"),
     "output.format": (None, "jsonl", "parquet"),
@@ -213,6 +213,12 @@ def inference_problems(cfg: InferenceConfig) -> Iterator[str]:
     yield from choice("inference.quantize", cfg.quantize)
     yield from at_least("inference.token_budget", cfg.token_budget, 1, optional=True, what=" (rows x length)")
     yield from positive("inference.max_mem_gb", cfg.max_mem_gb, optional=True)
+    yield from positive("inference.simulated_tokens_per_s", cfg.simulated_tokens_per_s)
+    yield from at_least(
+        "inference.units_in_flight", cfg.units_in_flight, 1, optional=True, what=" (1: the serial path)"
+    )
+    yield from at_least("inference.window", cfg.window, 1, optional=True, what=" (null: the whole unit)")
+    yield from at_least("inference.tokenizer_threads", cfg.tokenizer_threads, 1, optional=True)
 
 
 def config_problems(cfg: Config) -> list[str]:

@@ -98,3 +98,32 @@ def test_a_wheel_install_finds_its_configs(tmp_path: Path) -> None:
     shown = run("curator", "--cfg", "job")
     assert "zero_shot_domain:" in shown and "text_field: text" in shown and "kind: local" in shown
     assert "domain" in run("curator-classifiers")  # the catalogue reads the shipped classifier YAMLs
+
+
+def gpu_extras() -> dict[str, list[str]]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {k: v for k, v in extras["optional-dependencies"].items() if k.startswith("gpu")}
+
+
+def test_gpu_extras_name_distributions_that_exist_per_cuda_major() -> None:
+    """RAPIDS publishes cuDF per CUDA major (cudf-cu12, dask-cudf-cu12); a plain `dask-cudf` is not on
+    PyPI, so `pip install -e '.[gpu]'` failed. `gpu` is the CUDA 12 set."""
+    extras = gpu_extras()
+    assert set(extras) == {"gpu", "gpu-cu12", "gpu-cu13"}
+    assert extras["gpu"] == extras["gpu-cu12"]
+    for name, requirements in extras.items():
+        names = {r.split(">")[0].split("=")[0].split("[")[0] for r in requirements}
+        major = "cu13" if name == "gpu-cu13" else "cu12"
+        assert {f"cudf-{major}", f"dask-cudf-{major}", "dask-cuda", "crossfit"} == names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", ["gpu-cu12", "gpu-cu13"])
+def test_gpu_extras_resolve_on_the_package_index(extra: str) -> None:
+    """pip resolves each GPU extra against the package index (about a minute each; needs PyPI)."""
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q"]
+    result = subprocess.run([*command, "-e", f"{ROOT}[{extra}]"], capture_output=True, text=True, timeout=600)
+    if "Could not fetch URL" in result.stderr or "NewConnectionError" in result.stderr:
+        pytest.skip("the package index is not reachable")
+    assert result.returncode == 0, result.stderr[-3000:]

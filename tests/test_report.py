@@ -47,6 +47,8 @@ def test_report_renders_label_charts_and_score_histograms(
     assert len(re.findall(r'<rect class="hist"', dom)) == 20  # the domain_score histogram's bins
     assert "read = written + filtered + quarantined" in dom
     assert "zero_shot_domain" in dom and str(docs_dir) in dom  # engine table and composed config
+    busy = summary["classifiers"]["zero_shot_domain"]["device_busy"]
+    assert "device busy" in dom and f"{100 * busy:.1f}%" in dom  # the device table
 
 
 def test_secret_looking_config_values_never_reach_the_page() -> None:
@@ -119,3 +121,36 @@ def test_report_shows_example_snippets_per_label_as_text(make_config, tmp_path: 
     ) in [text for _, text in shown]
     assert re.search(r"<body[^>]*data-pwned", dom) is None  # the document's script never ran
     assert "<b>bold</b>" not in dom.split('id="data"')[0]  # no element made from the document's markup
+
+
+def test_device_busy_is_device_time_over_each_workers_wall_time() -> None:
+    """Two workers, each busy from its first task's start to its last task's end; read/write summed."""
+
+    def unit(worker: str, started: float, finished: float, device: float) -> dict:
+        classify = {
+            "c": {
+                "documents": 1,
+                "seconds": 1.0,
+                "real_tokens": 1,
+                "padded_tokens": 1,
+                "device_seconds": device,
+                "tokenise_seconds": 0.5,
+                "postprocess_seconds": 0.25,
+            }
+        }
+        timing = {"worker": worker, "started": started, "finished": finished, "read": 0.1, "write": 0.2}
+        return {
+            "read": 1,
+            "written": 1,
+            "filtered": 0,
+            "quarantined": 0,
+            "input": worker,
+            "labels": {},
+            "classify": classify,
+            "timing": timing,
+        }
+
+    stats = [unit("w1", 0.0, 4.0, 3.0), unit("w1", 2.0, 10.0, 5.0), unit("w2", 100.0, 110.0, 4.0)]
+    figures = summarise(stats, 200.0, "out")["classifiers"]["c"]
+    assert figures["device_busy"] == round(12.0 / (10.0 + 10.0), 4)
+    assert figures["host_seconds"] == {"read": 0.3, "tokenise": 1.5, "postprocess": 0.75, "write": 0.6}

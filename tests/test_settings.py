@@ -49,7 +49,10 @@ BAD = [
     ("classifier.zero_shot_domain.pred_column=''", "pred_column='': must be a non-empty string"),
     ("inference.token_budget=-100", "inference.token_budget=-100"),
     ("inference.max_mem_gb=-3", "inference.max_mem_gb=-3.0: must be a number > 0"),
-    ("inference.device=tpu", "inference.device='tpu': choose one of 'auto', 'cpu', 'cuda', 'cuda:N'"),
+    (
+        "inference.device=tpu",
+        "inference.device='tpu': choose one of 'auto', 'cpu', 'cuda', 'simulated', 'cuda:N'",
+    ),
     ("inference.dtype=int4", "inference.dtype='int4'"),
     ("inference.engine=onnx", "inference.engine='onnx': choose one of 'native', 'crossfit'"),
     ("inference.quantize=int4", "inference.quantize='int4': choose one of null, 'int8'"),

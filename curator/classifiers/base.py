@@ -25,9 +25,11 @@ from curator.inference.engine import (
     resolve_autocast,
     resolve_device,
     run_batches,
-    tokenize,
 )
 from curator.inference.memory import cpu_token_budget, cuda_token_budget
+from curator.inference.simulated import SimulatedModel
+from curator.inference.simulated import refuse_generation as refuse_simulated
+from curator.inference.tokens import tokenize_windows
 from curator.models.hub import resolve_model
 from curator.models.limits import reference_max_length
 
@@ -85,6 +87,8 @@ class DistributedDataClassifier:
             from curator.inference.crossfit_engine import refuse_generation
 
             refuse_generation(self)
+        if self.inference.device == "simulated":
+            refuse_simulated(self)
         self.last_stats = RunStats()
         self._token = token  # Python API `token=`; never pickled, logged or saved (else HF_TOKEN is used)
         # Python API: labels to keep (a string is one label, never its characters)
@@ -255,7 +259,9 @@ class DistributedDataClassifier:
     # ---- running -------------------------------------------------------------------------------
     def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
         device = resolve_device(self.inference.device)
-        key = (self.model_key(), str(device), self.inference.quantize, self.inference.fast_encoder)
+        key = (self.model_key(), self.inference.device, self.inference.quantize, self.inference.fast_encoder)
+        if self.inference.device == "simulated":
+            key = (*key, self.inference.simulated_tokens_per_s)
         model = cache.get_or_load((*key, "model"), lambda: self._prepared_model(device))
         tokenizer = cache.get_or_load((self.model_key(), "tokenizer"), self.load_tokenizer)
         return model, tokenizer, device
@@ -264,6 +270,8 @@ class DistributedDataClassifier:
         model = self.load_model(device).eval()
         if self.inference.quantize == "int8":
             model = quantize_int8(model, device)
+        if self.inference.device == "simulated":
+            model = SimulatedModel(model, self.inference.simulated_tokens_per_s)
         return model
 
     def cpu_budget(self, config: Any, max_length: int) -> int:
@@ -303,26 +311,47 @@ class DistributedDataClassifier:
             autocast=resolve_autocast(self.inference.dtype, device),
             prefetch=device.type == "cuda" if prefetch is None else prefetch,
             extra_tokens=extra,
+            device_key=self.inference.device if self.inference.device == "simulated" else "",
         )
 
+    def host_threads(self) -> int:
+        """Threads that tokenise: the configured number, else the worker's share of the cores."""
+        return self.inference.tokenizer_threads or torch.get_num_threads()
+
     def predict(self, texts: list[str], stats: RunStats | None = None) -> dict[str, Any]:
-        """Classify texts in memory: the engine's whole path for one partition (costs into `stats`)."""
+        """Classify texts in memory: the engine's whole path for one partition (costs into `stats`).
+
+        Texts are tokenised in windows of `inference.window` documents by host threads; each window is
+        length-sorted and batched, so the device starts on the first while the next is tokenised.
+        """
         model, tokenizer, device = self._runtime()
         texts = self.model_texts(texts)
         max_length = self.token_limit(tokenizer)
-        ids = tokenize(tokenizer, texts, max_length)
         plan = self.plan(model, device, max_length)
         self.last_stats = stats = stats if stats is not None else RunStats()
-        outputs = run_batches(
-            ids,
-            lambda input_ids, mask: model(input_ids, mask),
-            plan,
-            pad_id=tokenizer.pad_token_id or 0,
-            device=device,
-            left_pad=tokenizer.padding_side == "left",
-            stats=stats,
+        timing: dict[str, float] = {}
+        windows = tokenize_windows(
+            tokenizer, texts, max_length, self.inference.window, self.host_threads(), timing
         )
-        return self.postprocess(outputs)
+        parts = []
+        for ids in windows:
+            parts.append(
+                run_batches(
+                    ids,
+                    lambda input_ids, mask: model(input_ids, mask),
+                    plan,
+                    pad_id=tokenizer.pad_token_id or 0,
+                    device=device,
+                    left_pad=tokenizer.padding_side == "left",
+                    stats=stats,
+                )
+            )
+            plan.token_budget = stats.final_budget  # an out-of-memory back-off holds for the whole unit
+        stats.tokenise_seconds += timing.get("tokenise", 0.0)
+        began = time.perf_counter()
+        columns = self.postprocess(np.concatenate(parts))
+        stats.postprocess_seconds += time.perf_counter() - began
+        return columns
 
     def _predict_columns(self, texts: list[str], stats: RunStats) -> dict[str, Any]:
         """This classifier's columns for `texts`, by the configured engine."""
@@ -359,6 +388,9 @@ class DistributedDataClassifier:
             "padded_tokens": stats.padded_tokens,
             "batches": stats.batches,
             "oom_retries": stats.oom_retries,
+            "device_seconds": stats.device_seconds,
+            "tokenise_seconds": stats.tokenise_seconds,
+            "postprocess_seconds": stats.postprocess_seconds,
             "histograms": self.histograms(columns),
         }
         return out

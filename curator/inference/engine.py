@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from curator.errors import ConfigError
+from curator.inference import tokens
 from curator.inference.batching import length_order, next_batch_end
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ class BatchPlan:
     autocast: torch.dtype | None = None  # CUDA autocast dtype (None: run in the weights' dtype)
     prefetch: bool = False  # prepare the next batch in a thread while the model runs
     extra_tokens: int = 0  # tokens each row grows by inside `forward` (generation), charged to the budget
+    device_key: str = ""  # which device batches take turns on (one lock per key); "": str(device)
 
 
 @dataclass
@@ -41,13 +45,37 @@ class RunStats:
     padded_tokens: int = 0
     oom_retries: int = 0
     final_budget: int = 0
+    device_seconds: float = 0.0  # time the device had a batch (CUDA events on a GPU; wall time elsewhere)
+    tokenise_seconds: float = 0.0  # host seconds spent tokenising (summed over the tokeniser threads)
+    postprocess_seconds: float = 0.0  # host seconds turning outputs into columns
+
+
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def device_lock(key: str) -> threading.Lock:
+    """The one lock of a device in this process: tasks running side by side take turns on it per batch,
+    so one runs on the device while the others do host work (a GPU runs one batch at a time anyway)."""
+    with _LOCKS_LOCK:
+        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' means CUDA when there is one, else the CPU."""
+    """'auto' means CUDA when there is one, else the CPU; the simulated device runs (sleeps) on the CPU."""
+    if device == "simulated":
+        return torch.device("cpu")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def units_in_flight(inference: Any) -> int:
+    """Tasks a worker runs side by side: as configured, else 2 where the model runs on a device of its
+    own (CUDA, simulated) and 1 on CPU, where the host work would only take the model's cores."""
+    if inference.units_in_flight:
+        return inference.units_in_flight
+    return 2 if inference.device == "simulated" or resolve_device(inference.device).type == "cuda" else 1
 
 
 def resolve_autocast(dtype: str, device: torch.device) -> torch.dtype | None:
@@ -73,8 +101,8 @@ def check_engine(inference: Any) -> None:
         import dask_cudf  # noqa: F401
     except ImportError as err:
         raise ConfigError(
-            f"inference.engine=crossfit needs RAPIDS cuDF and CrossFit ({err}); install the `gpu` extra "
-            "(pip install -e '.[gpu]' from the RAPIDS index) or use inference.engine=native."
+            f"inference.engine=crossfit needs RAPIDS cuDF and CrossFit ({err}); install the extra of "
+            "your CUDA major (pip install -e '.[gpu-cu12]' or '.[gpu-cu13]') or use inference.engine=native."
         ) from err
 
 
@@ -91,18 +119,9 @@ def quantize_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated to `max_length`, unpadded (padding happens per batch)."""
-    if not texts:
-        return []
-    encoded = tokenizer(
-        list(texts),
-        truncation=True,
-        max_length=max_length,
-        padding=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )
-    return encoded["input_ids"]
+    """Token ids per text, truncated to `max_length`, unpadded (padding happens per batch); long texts
+    from a prefix where that gives the same ids (curator.inference.tokens)."""
+    return tokens.tokenize(tokenizer, texts, max_length)
 
 
 def pad_batch(ids: Sequence[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,6 +164,72 @@ class _Inline:
         return None
 
 
+def _store(out: np.ndarray | None, n: int, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Put a batch's results at their rows (the output array is made on the first batch)."""
+    if out is None:
+        out = np.empty((n, *values.shape[1:]), dtype=values.dtype)
+    out[rows] = values
+    return out
+
+
+class _Fetcher:
+    """Brings batch results to the host and times the device.
+
+    On CUDA a batch's result is copied into pinned memory without waiting; it is collected once the next
+    batch has been queued, so the GPU never idles on a per-batch synchronisation, and busy time comes
+    from CUDA events. Elsewhere the forward pass is synchronous and timed by the wall clock.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.waiting: list[tuple[np.ndarray, torch.Tensor, Any]] = []
+        self.events: list[tuple[Any, Any]] = []
+        self.seconds = 0.0
+        self.began = 0.0
+
+    def start(self) -> None:
+        if self.cuda:
+            self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self.events[-1][0].record()
+        else:
+            self.began = time.perf_counter()
+
+    def abandon(self) -> None:
+        """Forget the timing of a batch that raised (its end event was never recorded)."""
+        if self.cuda and self.events:
+            self.events.pop()
+
+    def finish(self, result: torch.Tensor, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This batch's result queued for the host; the results that are ready (earlier batches)."""
+        if result.is_floating_point():
+            result = result.float()
+        if not self.cuda:
+            values = result.cpu().numpy()
+            self.seconds += time.perf_counter() - self.began
+            return [(rows, values)]
+        host = torch.empty(result.shape, dtype=result.dtype, pin_memory=True)
+        host.copy_(result, non_blocking=True)
+        self.events[-1][1].record()
+        ready = self.drain()  # the previous batch: its copy finished while this one was queued
+        self.waiting.append((rows, host, self.events[-1][1]))
+        return ready
+
+    def drain(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every queued result, once its copy has finished."""
+        ready = []
+        for rows, host, event in self.waiting:
+            event.synchronize()
+            ready.append((rows, host.numpy()))
+        self.waiting = []
+        return ready
+
+    def busy(self) -> float:
+        """Seconds the device had a batch (CUDA: from events; call after `drain`)."""
+        if self.cuda:
+            return sum(a.elapsed_time(b) for a, b in self.events) / 1000.0
+        return self.seconds
+
+
 def run_batches(
     ids: Sequence[list[int]],
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -181,6 +266,8 @@ def run_batches(
         if plan.autocast
         else contextlib.nullcontext()
     )
+    lock = device_lock(plan.device_key or str(device))
+    fetch = _Fetcher(device)
     executor = ThreadPoolExecutor(max_workers=1) if plan.prefetch else _Inline()
     with executor, torch.inference_mode(), autocast:
         start = 0
@@ -191,9 +278,12 @@ def run_batches(
             following = next_batch_end(planned, end, budget, plan.max_rows) if end < n else end
             upcoming = executor.submit(prepare, end, following) if end < n else None
             try:
-                result = forward(input_ids, mask)
-                result = (result.float() if result.is_floating_point() else result).cpu().numpy()
+                with lock:
+                    fetch.start()
+                    result = forward(input_ids, mask)
+                    done = fetch.finish(result, order[start:end])
             except Exception as err:
+                fetch.abandon()
                 if not is_oom(err) or end - start == 1:
                     raise
                 del input_ids, mask
@@ -205,13 +295,15 @@ def run_batches(
                 end = next_batch_end(planned, start, budget, plan.max_rows)
                 pending = executor.submit(prepare, start, end)
                 continue
-            if out is None:
-                out = np.empty((n, *result.shape[1:]), dtype=result.dtype)
-            out[order[start:end]] = result
+            for rows, values in done:
+                out = _store(out, n, rows, values)
             stats.batches += 1
             stats.real_tokens += int(sorted_lengths[start:end].sum())
             stats.padded_tokens += int(mask.shape[0] * mask.shape[1])
             start, end, pending = end, following, upcoming
+        for rows, values in fetch.drain():
+            out = _store(out, n, rows, values)
+    stats.device_seconds += fetch.busy()
     stats.final_budget = budget
     if out is None:
         return np.empty((0,), dtype=np.float32)
