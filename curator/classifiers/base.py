@@ -28,6 +28,7 @@ from curator.inference.engine import (
     tokenize,
 )
 from curator.inference.memory import cpu_token_budget, cuda_token_budget
+from curator.inference.numerics import numerics_label, worker_name
 from curator.models.hub import resolve_model
 from curator.models.limits import reference_max_length
 
@@ -294,7 +295,7 @@ class DistributedDataClassifier:
             token_budget=self.token_budget(model, device, max_length + extra),
             max_rows=self.batch_size,
             sort=self.inference.sort,
-            autocast=resolve_autocast(self.inference.dtype, device),
+            autocast=resolve_autocast(self.inference.dtype, device, self.inference.quantize),
             prefetch=device.type == "cuda" if prefetch is None else prefetch,
             extra_tokens=extra,
         )
@@ -328,6 +329,14 @@ class DistributedDataClassifier:
             return predict_with_crossfit(self, texts)
         return self.predict(texts, stats)
 
+    def numerics_used(self) -> dict[str, str]:
+        """What this worker's matmuls run in ('bfloat16', 'float32', 'int8/onednn'), and which worker:
+        `inference.dtype=auto` differs from machine to machine, so the summary shows it per worker."""
+        device = resolve_device(self.inference.device)
+        quantize = self.inference.quantize if device.type == "cpu" else None
+        autocast = resolve_autocast(self.inference.dtype, device, quantize)
+        return {"dtype": numerics_label(autocast, quantize), "worker": worker_name()}
+
     def classify_partition(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Add this classifier's columns to a partition; rows marked bad by the reader get nulls."""
         if self.text_field not in frame.columns:
@@ -354,5 +363,6 @@ class DistributedDataClassifier:
             "batches": stats.batches,
             "oom_retries": stats.oom_retries,
             "histograms": self.histograms(columns),
+            **self.numerics_used(),
         }
         return out
