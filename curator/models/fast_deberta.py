@@ -8,7 +8,7 @@ Same weights and arithmetic as Hugging Face's `DebertaV2Model`, with less work a
   once at load time instead of once per batch; per batch, the projections are laid out along the 2n-1
   relative distances of its width n (a small index_select), multiplied with the queries (content →
   position) and keys (position → content), and the [n, n] terms read from those products as strided
-  views (row i starts one column later than row i-1: a Toeplitz layout), summed into the additive
+  views (row i of a term is row i of its product from column n-1-i on: no copy), summed into the additive
   attention bias that carries the padding mask too;
 - `first_only`: a head that reads the first token (the CLS heads of domain, quality, content type)
   needs the last layer's keys and values for every token but its queries, bias row, attention output
