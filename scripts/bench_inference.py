@@ -6,14 +6,26 @@ weights (random 26-way head):
 
 - naive: input order, fixed batches of 32 (also 1 and 128 for context), padding="longest",
   truncation at 512 — what people write by hand;
-- engine: this project's sorted, token-budget batcher in-process (also with int8, with prefetch, with
-  Hugging Face's modules instead of the fast BERT forward, and at other token budgets with --budgets);
-- end to end: `python run.py` (read → classify → write) on the same corpus as JSONL files.
+- engine: this project's sorted, token-budget batcher in-process (also in bfloat16, with int8, with
+  prefetch, with Hugging Face's modules instead of the fast BERT forward, and at other token budgets
+  with --budgets);
+- end to end: `python run.py` (read → classify → write) on the same corpus as JSONL files, with
+  `inference.dtype=float32` and with the default `auto` (bf16 where the CPU has native bf16);
+- DeBERTa (`--deberta-docs`, 0 to skip): a deberta-v3-base-shaped domain classifier (12 layers,
+  hidden 768, 12 heads, relative attention with 256 position buckets; random weights, the vocabulary
+  cut to MiniLM's tokenizer, which changes no compute) on the first documents of the same corpus:
+  Hugging Face's modules and the lean DeBERTa forward, float32, bfloat16 and int8; and the prompt
+  task/complexity shape (mean pooling, eight heads) in float32 and bfloat16.
 
 For each: docs/s, real tokens/s, padding efficiency (real ÷ computed tokens) and the fraction of the
-compute bound (real FLOPs/s ÷ the best of 5 fp32 2048×2048 matmuls at the same thread count).
+compute bound (real FLOPs/s ÷ the best of 5 2048×2048 matmuls at the same thread count, measured next
+to each run): "of fp32" against the float32 matmul rate (DESIGN.md's bound), "own" against the rate
+of the dtype the run computes in (bf16 matmuls on a CPU with AMX run several times the fp32 rate).
+Label agreement of bf16 and int8 with float32 per family: labels (MiniLM 26-way, DeBERTa domain,
+prompt task type) and the integer score of a regression head (MiniLM with one output).
 
-    python scripts/bench_inference.py [--docs 2000] [--threads N] [--budgets 1024,16384] [--json F]
+    python scripts/bench_inference.py [--docs 2000] [--deberta-docs 200] [--threads N]
+                                      [--budgets 1024,16384] [--json F]
 """
 
 from __future__ import annotations
@@ -30,30 +42,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2Model,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curator.classifiers.sequence import SequenceClassifier  # noqa: E402
+from curator.classifiers.mixin import MixinClassifier  # noqa: E402
+from curator.classifiers.prompt_task import PromptTaskComplexityClassifier  # noqa: E402
+from curator.classifiers.sequence import RegressionClassifier, SequenceClassifier  # noqa: E402
 from curator.config import InferenceConfig  # noqa: E402
+from curator.inference.numerics import cpu_numerics  # noqa: E402
 from curator.models.hub import resolve_model  # noqa: E402
 from curator.models.weights import load_strict, read_safetensors  # noqa: E402
 from curator.resources import available_cores  # noqa: E402
+from tests.fixtures_deberta import PROMPT_HEADS, mixin_config, prompt_task_config  # noqa: E402
 
 MAX_LENGTH = 512
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def matmul_rate(threads: int) -> float:
-    """Machine rate in FLOP/s: best of 5 fp32 2048x2048 matmuls at `threads`."""
+def matmul_rate(threads: int, dtype: torch.dtype = torch.float32) -> float:
+    """Machine rate in FLOP/s: best of 5 2048x2048 matmuls in `dtype` at `threads`."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a, b = torch.randn(2048, 2048).to(dtype), torch.randn(2048, 2048).to(dtype)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(5))
     return 2 * 2048**3 / best
@@ -86,28 +105,75 @@ def make_corpus(n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(words, size=c)) for c in counts]
 
 
-def make_model(folder: Path, minilm: Path) -> Path:
-    """A BertForSequenceClassification on the real MiniLM encoder weights with a random 26-way head."""
+def make_model(folder: Path, minilm: Path, labels: int = 26) -> Path:
+    """A BertForSequenceClassification on the real MiniLM encoder weights with a random head."""
     config = BertConfig.from_pretrained(minilm)
-    config.num_labels = 26
-    config.id2label = {i: f"label_{i}" for i in range(26)}
+    config.num_labels = labels
+    config.id2label = {i: f"label_{i}" for i in range(labels)}
     config.label2id = {v: k for k, v in config.id2label.items()}
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
     load_strict(model.bert, read_safetensors(minilm))
     # A random head at the usual init (std 0.02) gives near-uniform probabilities, where any rounding
     # flips the argmax; std 1 separates the classes so label agreement (int8 vs fp32) means something.
-    torch.nn.init.normal_(model.classifier.weight, std=1.0)
+    torch.nn.init.normal_(model.classifier.weight, std=1.0 if labels > 1 else 0.1)
+    if labels == 1:  # a FineWeb-Edu-like score around 0..5
+        torch.nn.init.constant_(model.classifier.bias, 2.5)
     model.save_pretrained(folder, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm / name, folder / name)
+    copy_tokenizer(minilm, folder)
     return folder
 
 
-def flops_per_doc(lengths: np.ndarray, config: BertConfig) -> np.ndarray:
+def copy_tokenizer(minilm: Path, folder: Path) -> None:
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm / name, folder / name)
+
+
+def deberta_base_config(vocab_size: int) -> DebertaV2Config:
+    """deberta-v3-base's shipped config with the vocabulary of the tokenizer used here."""
+    data = json.loads((ROOT / "curator" / "data" / "backbones" / "deberta-v3-base.json").read_text())
+    data.pop("model_type")
+    return DebertaV2Config(**{**data, "vocab_size": vocab_size})
+
+
+def make_deberta(work: Path, minilm: Path) -> dict[str, Path]:
+    """A deberta-v3-base-shaped backbone (random weights) under a domain head and under the prompt
+    task/complexity heads, in the published mixin format, with MiniLM's tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    config = deberta_base_config(len(tokenizer))
+    backbone_dir = work / "deberta-backbone"
+    backbone_dir.mkdir(parents=True)
+    (backbone_dir / "config.json").write_text(config.to_json_string())
+    torch.manual_seed(0)
+    backbone = {k: v.contiguous() for k, v in DebertaV2Model(config).state_dict().items()}
+    generator = torch.Generator().manual_seed(1)
+    hidden = config.hidden_size
+    folders = {"domain": work / "deberta-domain", "prompt": work / "deberta-prompt"}
+    for folder in folders.values():
+        folder.mkdir()
+        copy_tokenizer(minilm, folder)
+    labels = [f"label_{i}" for i in range(26)]
+    (folders["domain"] / "config.json").write_text(json.dumps(mixin_config(str(backbone_dir), labels)))
+    head = {"fc.weight": torch.randn(26, hidden, generator=generator), "fc.bias": torch.zeros(26)}
+    save_file(
+        {**{f"model.{k}": v for k, v in backbone.items()}, **head}, folders["domain"] / "model.safetensors"
+    )
+    (folders["prompt"] / "config.json").write_text(json.dumps(prompt_task_config(str(backbone_dir))))
+    heads = {}
+    for i, size in enumerate(PROMPT_HEADS.values()):
+        heads[f"head_{i}.fc.weight"] = torch.randn(size, hidden, generator=generator)
+        heads[f"head_{i}.fc.bias"] = torch.zeros(size)
+    save_file(
+        {**{f"backbone.{k}": v for k, v in backbone.items()}, **heads},
+        folders["prompt"] / "model.safetensors",
+    )
+    return folders
+
+
+def flops_per_doc(lengths: np.ndarray, config, head: int, pooler: bool = True) -> np.ndarray:
     """2 x non-embedding linear weights per token + 4 x layers x hidden x length per token (attention)."""
     h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    linear = layers * (4 * h * h + 2 * h * i) + h * h + h * config.num_labels  # + pooler + head
+    linear = layers * (4 * h * h + 2 * h * i) + (h * h if pooler else 0) + h * head
     return lengths * 2 * linear + 4 * layers * h * lengths.astype(np.float64) ** 2
 
 
@@ -128,31 +194,31 @@ def naive(texts: list[str], folder: Path, batch: int) -> dict:
                 return_tensors="pt",
             )
             computed += enc["input_ids"].numel()
-            labels += model(**enc).logits.argmax(-1).tolist()
+            labels += [f"label_{i}" for i in model(**enc).logits.argmax(-1).tolist()]
     return {"seconds": time.perf_counter() - start, "computed_tokens": computed, "labels": labels}
 
 
-def engine(texts: list[str], folder: Path, **inference) -> dict:
+def engine(texts: list[str], folder: Path, family: str = "sequence", **inference) -> dict:
     """This project's engine in-process (model loaded before the clock starts, like the naive loop)."""
-    clf = SequenceClassifier(
-        "bench",
-        model=str(folder),
-        pred_column="pred",
-        max_length=MAX_LENGTH,
-        batch_size=256,
-        keep_prob=True,
-        prob_column="prob",
-        inference=InferenceConfig(**inference),
-    )
+    common = dict(pred_column="pred", max_length=MAX_LENGTH, inference=InferenceConfig(**inference))
+    if family == "regression":
+        clf = RegressionClassifier("bench", model=str(folder), int_column="int_score", **common)
+    elif family == "prompt":
+        clf = PromptTaskComplexityClassifier("bench", model=str(folder), **common)
+    else:
+        kind = MixinClassifier if family == "mixin" else SequenceClassifier
+        clf = kind("bench", model=str(folder), batch_size=256, keep_prob=True, prob_column="prob", **common)
     clf._runtime()
     start = time.perf_counter()
     out = clf.predict(texts)
     seconds = time.perf_counter() - start
+    labels = out["int_score"] if family == "regression" else out["pred"]
     return {
         "seconds": seconds,
         "computed_tokens": clf.last_stats.padded_tokens,
-        "labels": [int(p.split("_")[1]) for p in out["pred"]],
-        "probs": np.stack(out["prob"]),
+        "labels": [str(label) for label in labels],
+        "probs": np.stack(out["prob"]) if "prob" in out else None,
+        "dtype": clf.numerics_used()["dtype"],
     }
 
 
@@ -192,6 +258,7 @@ def end_to_end(texts: list[str], folder: Path, threads: int, work: Path, *overri
     summary = json.loads((work / "run" / "summary.json").read_text())
     engine = summary["classifiers"]["bench"]
     return {
+        "dtype": engine.get("dtype", "float32"),
         "seconds": summary["seconds"],
         "wall_seconds": wall,
         "computed_tokens": engine["padded_tokens"],
@@ -199,14 +266,27 @@ def end_to_end(texts: list[str], folder: Path, threads: int, work: Path, *overri
     }
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+SHOWN_FLAGS = {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni"}
+
+
+def agreement(runs: dict[str, dict], a: str, b: str) -> float | None:
+    """Fraction of documents whose label (or integer score) is the same in runs `a` and `b`."""
+    if a not in runs or b not in runs:
+        return None
+    return float(np.mean(np.array(runs[a]["labels"]) == np.array(runs[b]["labels"])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--deberta-docs", type=int, default=200, help="0: skip the DeBERTa rows")
     parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-context", action="store_true", help="skip naive batch 1 and 128")
+    parser.add_argument("--skip-e2e", action="store_true", help="skip the run.py rows")
     parser.add_argument("--budgets", default="", help="also run the engine at these token budgets (a,b,...)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -217,6 +297,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         folder = make_model(work / "model", minilm)
+        regression = make_model(work / "regression", minilm, labels=1)
         config = BertConfig.from_pretrained(folder)
         texts = make_corpus(args.docs, args.seed)
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -224,87 +305,198 @@ def main() -> None:
         lengths = np.array(
             [len(ids) for ids in tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
         )
-        real_tokens = int(lengths.sum())
-        flops = float(flops_per_doc(lengths, config).sum())
-        rate = matmul_rate(args.threads)
-        print(
-            f"corpus: {len(texts)} docs, median {int(np.median(lengths))} tokens, "
-            f"{np.mean(lengths >= MAX_LENGTH):.1%} at the {MAX_LENGTH}-token cap, {real_tokens} real tokens"
-        )
-        print(
-            f"machine: {rate / 1e9:.1f} GFLOP/s fp32 matmul at {args.threads} thread(s); "
-            f"model: {flops / len(texts) / 1e9:.2f} GFLOP per document on average"
-        )
-        print(f"tokenisation alone: {tokenize_seconds:.2f} s for the corpus")
-
-        plan = {
-            "naive b32": lambda: naive(texts, folder, 32),
-            "naive b1": lambda: naive(texts, folder, 1),
-            "naive b128": lambda: naive(texts, folder, 128),
-            "engine": lambda: engine(texts, folder),
-            "engine prefetch": lambda: engine(texts, folder, prefetch=True),
-            "engine int8": lambda: engine(texts, folder, quantize="int8"),
-            "engine, HF modules": lambda: engine(texts, folder, fast_encoder=False),
-            "end to end (run.py)": lambda: end_to_end(texts, folder, args.threads, work),
-            "end to end, thread worker": lambda: end_to_end(
-                texts, folder, args.threads, work, "cluster.processes=false"
+        deberta_texts = texts[: args.deberta_docs]
+        corpora = {"minilm": (texts, lengths), "deberta": (deberta_texts, lengths[: args.deberta_docs])}
+        flops = {
+            "minilm": float(flops_per_doc(lengths, config, head=26).sum()),
+            "deberta": float(flops_per_doc(corpora["deberta"][1], deberta_base_config(1), 26, False).sum()),
+            "prompt": float(
+                flops_per_doc(
+                    corpora["deberta"][1], deberta_base_config(1), sum(PROMPT_HEADS.values()), False
+                ).sum()
             ),
         }
-        if args.skip_context:
-            del plan["naive b1"], plan["naive b128"]
+        numerics = cpu_numerics()
+        print(
+            f"corpus: {len(texts)} docs, median {int(np.median(lengths))} tokens, "
+            f"{np.mean(lengths >= MAX_LENGTH):.1%} at the {MAX_LENGTH}-token cap, "
+            f"{int(lengths.sum())} real tokens"
+        )
+        print(
+            f"CPU: native bf16 {numerics.bf16}, native int8 {numerics.int8} "
+            f"(flags {' '.join(sorted(numerics.flags & SHOWN_FLAGS))}); "
+            f"int8 engine {numerics.quantized_engine()}"
+        )
+        for dtype in DTYPES:
+            print(f"machine: {matmul_rate(args.threads, DTYPES[dtype]) / 1e9:.1f} GFLOP/s {dtype} matmul")
+        print(f"MiniLM: {flops['minilm'] / len(texts) / 1e9:.2f} GFLOP per document on average")
+        print(f"tokenisation alone: {tokenize_seconds:.2f} s for the corpus")
+
+        # (name, corpus, FLOPs key, measure)
+        plan = [
+            ("naive b32", "minilm", lambda: naive(texts, folder, 32)),
+            ("naive b1", "minilm", lambda: naive(texts, folder, 1)),
+            ("naive b128", "minilm", lambda: naive(texts, folder, 128)),
+            ("engine", "minilm", lambda: engine(texts, folder, dtype="float32")),
+            ("engine bf16", "minilm", lambda: engine(texts, folder, dtype="bfloat16")),
+            ("engine prefetch", "minilm", lambda: engine(texts, folder, dtype="float32", prefetch=True)),
+            ("engine int8", "minilm", lambda: engine(texts, folder, quantize="int8")),
+            (
+                "engine, HF modules",
+                "minilm",
+                lambda: engine(texts, folder, dtype="float32", fast_encoder=False),
+            ),
+            ("regression fp32", "minilm", lambda: engine(texts, regression, "regression", dtype="float32")),
+            ("regression bf16", "minilm", lambda: engine(texts, regression, "regression", dtype="bfloat16")),
+            ("regression int8", "minilm", lambda: engine(texts, regression, "regression", quantize="int8")),
+        ]
+        if not args.skip_e2e:
+            plan += [
+                ("e2e fp32 (run.py)", "minilm", lambda: e2e("inference.dtype=float32")),
+                ("e2e auto (run.py)", "minilm", lambda: e2e()),
+                ("e2e auto, thread worker", "minilm", lambda: e2e("cluster.processes=false")),
+            ]
+        if args.deberta_docs:
+            deberta = make_deberta(work, minilm)
+            dom, prompt = deberta["domain"], deberta["prompt"]
+            plan += [
+                (
+                    "deberta HF fp32",
+                    "deberta",
+                    lambda: engine(deberta_texts, dom, "mixin", dtype="float32", fast_encoder=False),
+                ),
+                (
+                    "deberta HF bf16",
+                    "deberta",
+                    lambda: engine(deberta_texts, dom, "mixin", dtype="bfloat16", fast_encoder=False),
+                ),
+                (
+                    "deberta lean fp32",
+                    "deberta",
+                    lambda: engine(deberta_texts, dom, "mixin", dtype="float32"),
+                ),
+                (
+                    "deberta lean bf16",
+                    "deberta",
+                    lambda: engine(deberta_texts, dom, "mixin", dtype="bfloat16"),
+                ),
+                (
+                    "deberta lean int8",
+                    "deberta",
+                    lambda: engine(deberta_texts, dom, "mixin", quantize="int8"),
+                ),
+                (
+                    "prompt lean fp32",
+                    "prompt",
+                    lambda: engine(deberta_texts, prompt, "prompt", dtype="float32"),
+                ),
+                (
+                    "prompt lean bf16",
+                    "prompt",
+                    lambda: engine(deberta_texts, prompt, "prompt", dtype="bfloat16"),
+                ),
+            ]
+
+        def e2e(*overrides: str) -> dict:
+            return end_to_end(texts, folder, args.threads, work, *overrides)
+
+        drop = {"naive b1", "naive b128"} if args.skip_context else set()
         for budget in filter(None, args.budgets.split(",")):
-            plan[f"engine budget {int(budget)}"] = lambda b=int(budget): engine(texts, folder, token_budget=b)
+            plan.append(
+                (
+                    f"engine budget {int(budget)}",
+                    "minilm",
+                    lambda b=int(budget): engine(texts, folder, token_budget=b),
+                )
+            )
         runs: dict[str, dict] = {}
-        for name, measure in plan.items():
-            # This machine's speed drifts; each run is judged against the matmul rate measured next to it.
-            before = matmul_rate(args.threads)
+        for name, corpus, measure in plan:
+            if name in drop:
+                continue
+            # This machine's speed drifts; each run is judged against the matmul rates measured next to it.
+            before = {d: matmul_rate(args.threads, t) for d, t in DTYPES.items()}
             runs[name] = measure()
-            runs[name]["rate"] = max(before, matmul_rate(args.threads))
+            after = {d: matmul_rate(args.threads, t) for d, t in DTYPES.items()}
+            runs[name]["rates"] = {d: max(before[d], after[d]) for d in DTYPES}
+            runs[name]["corpus"] = corpus
             torch.set_num_threads(args.threads)
 
     base = len(texts) / runs["naive b32"]["seconds"]
-    print(f"\n{'':<24}{'docs/s':>9}{'tokens/s':>10}{'pad eff':>9}{'of bound':>10}{'vs naive':>10}")
+    header = f"{'':<26}{'dtype':>18}{'docs/s':>9}{'tokens/s':>10}{'pad eff':>9}"
+    header += f"{'of fp32':>9}{'own':>7}{'vs ref':>9}"
+    print("\n" + header)
     results = {}
     for name, run in runs.items():
-        docs_s = len(texts) / run["seconds"]
+        docs, doc_lengths = corpora["deberta" if run["corpus"] == "prompt" else run["corpus"]]
+        key = run["corpus"]
+        docs_s = len(docs) / run["seconds"]
         computed = run.get("computed_tokens")
+        dtype = run.get("dtype", "float32")
+        own = run["rates"]["bfloat16" if "bfloat16" in dtype else "float32"]
+        reference = {"minilm": base, "deberta": None, "prompt": None}[key]
+        if key != "minilm" and "deberta HF fp32" in runs:
+            reference = len(docs) / runs["deberta HF fp32"]["seconds"]
         row = {
+            "dtype": dtype,
             "docs_per_s": docs_s,
-            "real_tokens_per_s": real_tokens / run["seconds"],
-            "padding_efficiency": real_tokens / computed if computed else None,
-            "fraction_of_bound": flops / run["seconds"] / run["rate"],
-            "vs_naive_b32": docs_s / base,
+            "real_tokens_per_s": float(doc_lengths.sum()) / run["seconds"],
+            "padding_efficiency": float(doc_lengths.sum()) / computed if computed else None,
+            "fraction_of_fp32_bound": flops[key] / run["seconds"] / run["rates"]["float32"],
+            "fraction_of_own_bound": flops[key] / run["seconds"] / own,
+            "vs_reference": docs_s / reference if reference else None,
         }
         results[name] = row
         eff = f"{row['padding_efficiency']:.0%}" if computed else "–"
+        versus = f"{row['vs_reference']:.2f}x" if reference else "–"
         print(
-            f"{name:<24}{docs_s:>9.1f}{row['real_tokens_per_s']:>10.0f}{eff:>9}"
-            f"{row['fraction_of_bound']:>10.0%}{row['vs_naive_b32']:>9.2f}x"
+            f"{name:<26}{dtype:>18}{docs_s:>9.1f}{row['real_tokens_per_s']:>10.0f}{eff:>9}"
+            f"{row['fraction_of_fp32_bound']:>9.0%}{row['fraction_of_own_bound']:>7.0%}{versus:>9}"
         )
-    fp32, int8 = runs["engine"], runs["engine int8"]
-    agreement = float(np.mean(np.array(fp32["labels"]) == np.array(int8["labels"])))
-    naive_agreement = float(np.mean(np.array(fp32["labels"]) == np.array(runs["naive b32"]["labels"])))
-    e2e = runs["end to end (run.py)"]
-    print(
-        f"\nend to end: {e2e['wall_seconds']:.1f} s wall for run.py, {e2e['seconds']:.1f} s in pipeline.run, "
-        f"{e2e['worker_classify_seconds']:.1f} s classifying on the worker "
-        f"(in-process engine: {runs['engine']['seconds']:.1f} s)"
-    )
-    max_diff = float(np.abs(fp32["probs"] - int8["probs"]).max())
-    print(
-        f"\nlabels: engine vs naive b32 agree on {naive_agreement:.2%}; "
-        f"int8 vs fp32 agree on {agreement:.2%} (max |Δp| {max_diff:.4f})"
-    )
+    print("(vs ref: MiniLM rows against naive b32, DeBERTa rows against Hugging Face's modules in float32)")
+    agreements = {
+        "minilm engine vs naive b32": agreement(runs, "engine", "naive b32"),
+        "minilm bf16 vs fp32": agreement(runs, "engine bf16", "engine"),
+        "minilm int8 vs fp32": agreement(runs, "engine int8", "engine"),
+        "regression int score bf16 vs fp32": agreement(runs, "regression bf16", "regression fp32"),
+        "regression int score int8 vs fp32": agreement(runs, "regression int8", "regression fp32"),
+        "deberta lean vs HF fp32": agreement(runs, "deberta lean fp32", "deberta HF fp32"),
+        "deberta bf16 vs fp32": agreement(runs, "deberta lean bf16", "deberta lean fp32"),
+        "deberta int8 vs fp32": agreement(runs, "deberta lean int8", "deberta lean fp32"),
+        "prompt task type bf16 vs fp32": agreement(runs, "prompt lean bf16", "prompt lean fp32"),
+    }
+    print("\nlabel agreement:")
+    for what, value in agreements.items():
+        if value is not None:
+            print(f"  {what:<36}{value:.2%}")
+    for a, b in (
+        ("engine bf16", "engine"),
+        ("deberta lean bf16", "deberta lean fp32"),
+        ("deberta lean fp32", "deberta HF fp32"),
+    ):
+        if a in runs and b in runs and runs[a]["probs"] is not None:
+            print(f"  max |Δp| {a} vs {b}: {float(np.abs(runs[a]['probs'] - runs[b]['probs']).max()):.4f}")
+    ratios = {
+        "minilm e2e auto / e2e fp32": ("e2e fp32 (run.py)", "e2e auto (run.py)"),
+        "minilm engine bf16 / fp32": ("engine", "engine bf16"),
+        "deberta lean fp32 / HF fp32": ("deberta HF fp32", "deberta lean fp32"),
+        "deberta lean bf16 / HF fp32": ("deberta HF fp32", "deberta lean bf16"),
+        "deberta lean bf16 / lean fp32": ("deberta lean fp32", "deberta lean bf16"),
+    }
+    print("\nspeed-ups (same run):")
+    for what, (slow, fast) in ratios.items():
+        if slow in runs and fast in runs:
+            print(f"  {what:<36}{runs[slow]['seconds'] / runs[fast]['seconds']:.2f}x")
+    if "e2e auto (run.py)" in runs:
+        e2e_run = runs["e2e auto (run.py)"]
+        print(
+            f"\nend to end (auto): {e2e_run['wall_seconds']:.1f} s wall for run.py, "
+            f"{e2e_run['seconds']:.1f} s in pipeline.run, "
+            f"{e2e_run['worker_classify_seconds']:.1f} s classifying on the worker"
+        )
     if args.json:
         args.json.write_text(
             json.dumps(
-                {
-                    "docs": len(texts),
-                    "threads": args.threads,
-                    "machine_flops": rate,
-                    "runs": results,
-                    "int8_agreement": agreement,
-                },
+                {"docs": len(texts), "threads": args.threads, "runs": results, "agreement": agreements},
                 indent=2,
             )
         )

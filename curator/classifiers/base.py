@@ -27,6 +27,7 @@ from curator.inference.engine import (
     run_batches,
 )
 from curator.inference.memory import cpu_token_budget, cuda_token_budget
+from curator.inference.numerics import numerics_label, worker_name
 from curator.inference.simulated import SimulatedModel
 from curator.inference.simulated import refuse_generation as refuse_simulated
 from curator.inference.tokens import tokenize_windows
@@ -308,7 +309,7 @@ class DistributedDataClassifier:
             token_budget=self.token_budget(model, device, max_length + extra),
             max_rows=self.batch_size,
             sort=self.inference.sort,
-            autocast=resolve_autocast(self.inference.dtype, device),
+            autocast=resolve_autocast(self.inference.dtype, device, self.inference.quantize),
             prefetch=device.type == "cuda" if prefetch is None else prefetch,
             extra_tokens=extra,
             device_key=self.inference.device if self.inference.device == "simulated" else "",
@@ -363,6 +364,14 @@ class DistributedDataClassifier:
             return predict_with_crossfit(self, texts)
         return self.predict(texts, stats)
 
+    def numerics_used(self) -> dict[str, str]:
+        """What this worker's matmuls run in ('bfloat16', 'float32', 'int8/onednn'), and which worker:
+        `inference.dtype=auto` differs from machine to machine, so the summary shows it per worker."""
+        device = resolve_device(self.inference.device)
+        quantize = self.inference.quantize if device.type == "cpu" else None
+        autocast = resolve_autocast(self.inference.dtype, device, quantize)
+        return {"dtype": numerics_label(autocast, quantize), "worker": worker_name()}
+
     def classify_partition(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Add this classifier's columns to a partition; rows marked bad by the reader get nulls."""
         if self.text_field not in frame.columns:
@@ -392,5 +401,6 @@ class DistributedDataClassifier:
             "tokenise_seconds": stats.tokenise_seconds,
             "postprocess_seconds": stats.postprocess_seconds,
             "histograms": self.histograms(columns),
+            **self.numerics_used(),
         }
         return out

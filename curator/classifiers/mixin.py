@@ -82,7 +82,8 @@ class MixinClassifier(DebertaCheckpointClassifier):
         return list(self._labels)
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        return load_mixin_classifier(self.folder(), self.base_model, self.allow_pickle).to(device)
+        fast = self.inference.fast_encoder  # the lean DeBERTa forward (token 0 only in the last layer)
+        return load_mixin_classifier(self.folder(), self.base_model, self.allow_pickle, fast).to(device)
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         return self.label_columns(outputs, self._labels)

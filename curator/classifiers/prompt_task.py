@@ -157,9 +157,10 @@ class PromptTaskComplexityClassifier(DebertaCheckpointClassifier):
         return {out: pa.string() if ref in text else pa.float32() for ref, out in self._names().items()}
 
     def load_model(self, device: torch.device) -> torch.nn.Module:
-        return load_multihead_classifier(
-            self.folder(), list(self.spec.sizes), self.base_model, self.allow_pickle
-        ).to(device)
+        sizes, fast = list(self.spec.sizes), self.inference.fast_encoder  # lean forward, every token
+        return load_multihead_classifier(self.folder(), sizes, self.base_model, self.allow_pickle, fast).to(
+            device
+        )
 
     def postprocess(self, outputs: np.ndarray) -> dict[str, Any]:
         columns = prompt_task_columns(outputs, self.spec)

@@ -20,6 +20,7 @@ from curator.classifiers.base import DistributedDataClassifier
 from curator.config import ClassifierConfig, LabelConfig
 from curator.errors import ConfigError
 from curator.models.encoder import load_tokenizer
+from curator.models.fast_deberta import FastDebertaSequenceClassifier, fast_deberta_sequence_classifier
 from curator.models.fast_encoder import FastSequenceClassifier, fast_sequence_classifier
 from curator.models.weights import load_strict, read_safetensors, skip_random_init
 
@@ -39,7 +40,7 @@ class _Logits(torch.nn.Module):
         super().__init__()
         self.config = model.config
         self.model = model
-        self.fast = isinstance(model, FastSequenceClassifier)
+        self.fast = isinstance(model, (FastSequenceClassifier, FastDebertaSequenceClassifier))
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.fast:
@@ -62,19 +63,22 @@ class _Score(_Logits):
 
 
 def build_sequence_model(folder: Path, allow_pickle: bool = False, fast: bool = False) -> torch.nn.Module:
-    """Config → the fast BERT-family module if asked and it fits, else AutoModelForSequenceClassification
-    (SDPA where supported) → strict safetensors weights."""
+    """Config → the fast BERT-family or lean DeBERTa module if asked and it fits, else
+    AutoModelForSequenceClassification (SDPA where supported) → strict safetensors weights."""
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     state = read_safetensors(folder, allow_pickle)
     if fast:
-        model = fast_sequence_classifier(config, state, config.dtype or torch.float32)
+        dtype = config.dtype or torch.float32
+        model = fast_sequence_classifier(config, state, dtype) or fast_deberta_sequence_classifier(
+            config, state, dtype
+        )
         if model is not None:
             return model
     with skip_random_init():
         try:
             model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
-        except (ValueError, ImportError):  # architectures without SDPA support
-            model = AutoModelForSequenceClassification.from_config(config)
+        except (ValueError, ImportError):  # architectures without SDPA support (the try set it in config)
+            model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
     load_strict(model, state)
     return model.eval()
 

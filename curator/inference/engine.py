@@ -17,6 +17,7 @@ import torch
 from curator.errors import ConfigError
 from curator.inference import tokens
 from curator.inference.batching import length_order, next_batch_end
+from curator.inference.numerics import CpuNumerics, cpu_autocast, cpu_numerics
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,22 @@ def units_in_flight(inference: Any) -> int:
     return 2 if inference.device == "simulated" or resolve_device(inference.device).type == "cuda" else 1
 
 
-def resolve_autocast(dtype: str, device: torch.device) -> torch.dtype | None:
-    """'auto' is bf16 autocast on CUDA and plain float32 on CPU."""
-    if device.type != "cuda":
+def resolve_autocast(
+    dtype: str, device: torch.device, quantize: str | None = None, numerics: CpuNumerics | None = None
+) -> torch.dtype | None:
+    """The autocast dtype, None for the weights' own (float32).
+
+    CUDA: 'auto' is bf16. CPU: 'auto' is bf16 where the CPU has native bf16 matmuls (AMX, AVX512-BF16)
+    and not int8-quantised, else float32; an explicit bfloat16/float16 is honoured (emulated, with a
+    warning, where not native). `numerics`: the CPU's (default: detected, see curator.inference.numerics).
+    """
+    if device.type == "cuda":
+        if dtype == "auto":
+            return torch.bfloat16
+        return None if dtype == "float32" else DTYPES[dtype]
+    if device.type != "cpu":
         return None
-    if dtype == "auto":
-        return torch.bfloat16
-    return None if dtype == "float32" else DTYPES[dtype]
+    return cpu_autocast(dtype, quantize, numerics or cpu_numerics())
 
 
 def check_engine(inference: Any) -> None:
@@ -106,12 +116,16 @@ def check_engine(inference: Any) -> None:
         ) from err
 
 
-def quantize_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per batch)."""
+def quantize_int8(
+    model: torch.nn.Module, device: torch.device, numerics: CpuNumerics | None = None
+) -> torch.nn.Module:
+    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per batch),
+    packed for the best quantized backend the CPU has (oneDNN on AMX-INT8, else torch's x86 choice)."""
     if device.type != "cpu":
         raise ConfigError("inference.quantize=int8 is a CPU option; on CUDA use inference.dtype=bfloat16.")
     import warnings
 
+    torch.backends.quantized.engine = (numerics or cpu_numerics()).quantized_engine()
     with warnings.catch_warnings():
         # torch marks eager dynamic quantisation deprecated in favour of torchao
         warnings.simplefilter("ignore")

@@ -75,15 +75,24 @@ class FastLayer(nn.Module):
         self.heads = config.num_attention_heads
         self.activation = config.hidden_act
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+    def project(self, x: torch.Tensor, first_only: bool) -> tuple[torch.Tensor, ...]:
+        """q, k, v [rows, heads, width, head size] from one fused matmul; q and x cut to the first token
+        when only its output is read after this layer."""
         rows, width, hidden = x.shape
         q, k, v = self.qkv(x).view(rows, width, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
-        if first_only:  # only the first token's output is read after this layer
+        if first_only:
             q, x = q[:, :, :1], x[:, :1]
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        attended = attended.transpose(1, 2).reshape(rows, x.shape[1], hidden)
+        return q, k, v, x
+
+    def finish(self, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Output projection, residual and norm, then the feed-forward block with its own."""
+        attended = attended.transpose(1, 2).reshape(x.shape)
         x = self.norm1(self.out(attended) + x)
         return self.norm2(self.down(ACTIVATIONS[self.activation](self.up(x))) + x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        q, k, v, x = self.project(x, first_only)
+        return self.finish(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), x)
 
 
 class FastEncoder(nn.Module):

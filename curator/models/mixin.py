@@ -8,6 +8,7 @@ or a copy shipped with curator) and the checkpoint's tensors must match the modu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from curator.errors import ConfigError
+from curator.models.fast_deberta import FastDebertaEncoder, lean_deberta
 from curator.models.hub import ModelNotAvailableError
 from curator.models.weights import load_strict, read_safetensors, skip_random_init
 
@@ -91,6 +93,15 @@ def build_backbone(config: PretrainedConfig) -> torch.nn.Module:
         return AutoModel.from_config(config)
 
 
+def hidden_states(
+    backbone: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, first_only: bool = False
+) -> torch.Tensor:
+    """The backbone's last hidden states; the lean forward computes only token 0's with `first_only`."""
+    if isinstance(backbone, FastDebertaEncoder):
+        return backbone(input_ids, attention_mask, first_only=first_only)
+    return backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
 class MixinDeberta(torch.nn.Module):
     """The published single-head class (`model`, `dropout`, `fc`): probabilities from the first token."""
 
@@ -102,7 +113,7 @@ class MixinDeberta(torch.nn.Module):
         self.fc = torch.nn.Linear(backbone.config.hidden_size, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = hidden_states(self.model, input_ids, attention_mask, first_only=True)
         logits = self.fc(self.dropout(hidden[:, 0, :]))  # the head only ever reads the first token
         return torch.softmax(logits.float(), dim=-1)
 
@@ -133,15 +144,27 @@ class MultiHeadDeberta(torch.nn.Module):
             self.add_module(f"head_{i}", _Head(backbone.config.hidden_size, size))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = hidden_states(self.backbone, input_ids, attention_mask)  # mean pooling reads every token
         pooled = mean_pool(hidden, attention_mask)
         heads = [getattr(self, f"head_{i}").fc(pooled) for i in range(len(self.sizes))]
         return torch.cat([torch.softmax(logits.float(), dim=-1) for logits in heads], dim=-1)
 
 
-def _loaded(module: torch.nn.Module, folder: Path, allow_pickle: bool) -> torch.nn.Module:
-    """Overwrite every tensor of `module` with the checkpoint's; a key mismatch names the keys."""
-    load_strict(module, read_safetensors(folder, allow_pickle=allow_pickle))
+def _built(
+    make: Callable[[torch.nn.Module], torch.nn.Module],
+    config: PretrainedConfig,
+    folder: Path,
+    prefix: str,
+    allow_pickle: bool,
+    fast: bool,
+) -> torch.nn.Module:
+    """`make(backbone)` holding the checkpoint's tensors: on the lean DeBERTa forward when `fast` and it
+    fits, else on Hugging Face's modules, strictly loaded (a key mismatch names the keys)."""
+    state = read_safetensors(folder, allow_pickle=allow_pickle)
+    if fast and (module := lean_deberta(make, config, state, prefix)) is not None:
+        return module
+    module = make(build_backbone(config))
+    load_strict(module, state)
     return module.eval()
 
 
@@ -158,19 +181,25 @@ def base_model_of(folder: Path, override: str | None = None) -> str:
 
 
 def load_mixin_classifier(
-    folder: Path, base_model: str | None = None, allow_pickle: bool = False
+    folder: Path, base_model: str | None = None, allow_pickle: bool = False, fast: bool = False
 ) -> MixinDeberta:
     """A single-head mixin classifier (domain, quality, content type) from its folder."""
     config = read_json_config(folder)
-    backbone = build_backbone(backbone_config(base_model_of(folder, base_model)))
     labels = config.get("label2id") or config.get("id2label") or {}
-    module = MixinDeberta(backbone, len(labels), float(config.get("fc_dropout", 0.2)))
-    return _loaded(module, folder, allow_pickle)
+    dropout = float(config.get("fc_dropout", 0.2))
+    backbone = backbone_config(base_model_of(folder, base_model))
+    make = lambda model: MixinDeberta(model, len(labels), dropout)  # noqa: E731
+    return _built(make, backbone, folder, "model.", allow_pickle, fast)
 
 
 def load_multihead_classifier(
-    folder: Path, sizes: list[int], base_model: str | None = None, allow_pickle: bool = False
+    folder: Path,
+    sizes: list[int],
+    base_model: str | None = None,
+    allow_pickle: bool = False,
+    fast: bool = False,
 ) -> MultiHeadDeberta:
     """A multi-head mixin classifier (prompt task and complexity) with heads of `sizes`, in order."""
-    backbone = build_backbone(backbone_config(base_model_of(folder, base_model)))
-    return _loaded(MultiHeadDeberta(backbone, sizes), folder, allow_pickle)
+    backbone = backbone_config(base_model_of(folder, base_model))
+    make = lambda model: MultiHeadDeberta(model, sizes)  # noqa: E731
+    return _built(make, backbone, folder, "backbone.", allow_pickle, fast)

@@ -1,0 +1,358 @@
+"""A lean forward pass for DeBERTa-v2/v3 encoders (deberta-v3-base, mdeberta-v3-base) at inference.
+
+Same weights and arithmetic as Hugging Face's `DebertaV2Model`, with less work around it:
+
+- one fused Q/K/V projection per layer, and `scaled_dot_product_attention` (fused on CPU and GPU);
+- the disentangled-attention terms without any gather: the position projections of every layer
+  (`key_proj`/`query_proj` of the normed relative embeddings, a constant of the weights) are computed
+  once at load time instead of once per batch; per batch, the projections are laid out along the 2n-1
+  relative distances of its width n (a small index_select), multiplied with the queries (content →
+  position) and keys (position → content), and the [n, n] terms read from those products as strided
+  views (row i of a term is row i of its product from column n-1-i on: no copy), summed into the additive
+  attention bias that carries the padding mask too;
+- `first_only`: a head that reads the first token (the CLS heads of domain, quality, content type)
+  needs the last layer's keys and values for every token but its queries, bias row, attention output
+  and feed-forward for that token only;
+- built uninitialised and handed the checkpoint's tensors (no random init, no modelling import).
+
+Results equal Hugging Face's within float rounding (tests/test_fast_deberta.py). Configs it does not
+reproduce exactly (convolution layers, embedding projections, other attention kinds) are left to
+Hugging Face's modules, with a log line saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from curator.models.fast_encoder import ACTIVATIONS, LAYER_KEY, FastLayer, _assigned, uninitialised
+from curator.models.fast_encoder import LAYER_PARTS as BERT_LAYER_PARTS
+from curator.models.weights import IGNORABLE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+POSITION_TERMS = {"c2p", "p2c"}  # content → position, position → content
+REL_NORMS = {"layer_norm", "none"}
+
+
+def position_terms(config: Any) -> list[str]:
+    """`pos_att_type` as a list ("p2c|c2p" in some configs, a list in others)."""
+    kinds = getattr(config, "pos_att_type", None) or []
+    if isinstance(kinds, str):
+        kinds = kinds.split("|")
+    return [str(k).strip().lower() for k in kinds]
+
+
+def rel_norms(config: Any) -> list[str]:
+    """`norm_rel_ebd` as a list of its parts."""
+    return [x.strip() for x in str(getattr(config, "norm_rel_ebd", "none")).lower().split("|")]
+
+
+def unsupported(config: Any) -> str | None:
+    """Why this lean forward would not reproduce `config`'s encoder exactly; None when it does."""
+    hidden, heads = getattr(config, "hidden_size", 0), getattr(config, "num_attention_heads", 1)
+    checks = [
+        (getattr(config, "model_type", None) == "deberta-v2", "model_type is not deberta-v2"),
+        (not getattr(config, "conv_kernel_size", 0), "a convolution layer (conv_kernel_size)"),
+        (getattr(config, "embedding_size", hidden) in (None, hidden), "an embedding projection"),
+        (isinstance(getattr(config, "hidden_act", None), str), "a non-string activation"),
+        (
+            getattr(config, "hidden_act", None) in ACTIVATIONS,
+            f"activation {getattr(config, 'hidden_act', None)}",
+        ),
+        (hidden % heads == 0, "hidden size not a multiple of the heads"),
+        (
+            getattr(config, "attention_head_size", hidden // heads) == hidden // heads,
+            "an attention_head_size",
+        ),
+        (set(position_terms(config)) <= POSITION_TERMS, f"pos_att_type {position_terms(config)}"),
+        (set(rel_norms(config)) <= REL_NORMS, f"norm_rel_ebd {getattr(config, 'norm_rel_ebd', None)}"),
+        (not getattr(config, "is_decoder", False), "a decoder"),
+    ]
+    return next((reason for ok, reason in checks if not ok), None)
+
+
+def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
+    """DeBERTa's log-bucketed relative positions (exact below buckets/2, logarithmic beyond), as HF's
+    `make_log_bucket_position` computes them, float32 step for step."""
+    sign = torch.sign(relative)
+    mid = buckets // 2
+    abs_pos = torch.where(
+        (relative < mid) & (relative > -mid), torch.tensor(mid - 1).type_as(relative), torch.abs(relative)
+    )
+    ratio = torch.log(torch.tensor((max_position - 1) / mid))
+    log_pos = torch.ceil(torch.log(abs_pos / mid) / ratio * (mid - 1)) + mid
+    return torch.where(abs_pos <= mid, relative.type_as(log_pos), log_pos * sign)
+
+
+class FastDebertaEmbeddings(nn.Module):
+    """Word embeddings (+ absolute positions, + token type 0, where the config has them), LayerNorm."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        hidden = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, hidden)
+        self.positions = getattr(config, "position_biased_input", True)
+        if self.positions:
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, hidden)
+        self.token_types = config.type_vocab_size > 0
+        if self.token_types:
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.word_embeddings(input_ids)
+        if self.positions:
+            x = x + self.position_embeddings.weight[: input_ids.shape[1]]
+        if self.token_types:
+            x = x + self.token_type_embeddings.weight[0]
+        return self.LayerNorm(x)  # padding rows are not zeroed: no real token attends to them
+
+
+def toeplitz(product: torch.Tensor, n: int) -> torch.Tensor:
+    """[..., n, 2n-1] (each [n, 2n-1] block contiguous) → the [..., n, n] view whose (i, j) is
+    product[..., i, n-1-i+j]: no copy, no gather."""
+    width = product.shape[-1]
+    assert product.stride(-1) == 1 and product.stride(-2) == width, "rows of the product must be contiguous"
+    strides = product.stride()
+    return product.as_strided(
+        (*product.shape[:-1], n), (*strides[:-2], width - 1, 1), product.storage_offset() + n - 1
+    )
+
+
+def by_head(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """x [rows, heads, n, d] · positions [heads, m, d] → [rows, heads, n, m] as one matmul per head
+    over every row's tokens (rows folded into the matmul: the position table is not copied per row)."""
+    rows, heads, n, d = x.shape
+    folded = x.transpose(0, 1).reshape(heads, rows * n, d)
+    product = torch.bmm(folded, positions.transpose(-1, -2).to(folded.dtype))
+    return product.view(heads, rows, n, -1).transpose(0, 1)
+
+
+class FastDebertaLayer(FastLayer):
+    """One DeBERTa layer: BERT's post-norm layer with fused Q/K/V, plus the disentangled-attention bias."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        hidden = config.hidden_size
+        self.head_size = hidden // self.heads
+        self.terms = position_terms(config)
+        self.relative = getattr(config, "relative_attention", False)
+        self.scale = 1.0 / math.sqrt(self.head_size * (1 + len(self.terms)))  # HF divides by this too
+        self.share_key = getattr(config, "share_att_key", False)
+        if self.relative and not self.share_key:
+            if "c2p" in self.terms:
+                self.pos_key_proj = nn.Linear(hidden, hidden)
+            if "p2c" in self.terms:
+                self.pos_query_proj = nn.Linear(hidden, hidden)
+        # [heads, 2 x span, head_size] position keys/queries, pre-scaled: set by `prepare` after loading
+        self.register_buffer("pos_key", None, persistent=False)
+        self.register_buffer("pos_query", None, persistent=False)
+
+    @torch.no_grad()
+    def prepare(self, rel: torch.Tensor) -> None:
+        """Project the (normed) relative embeddings once: they are weights, not inputs."""
+        if not self.relative:
+            return
+        hidden = rel.shape[-1]
+        if self.share_key:
+            q, k, _ = F.linear(rel, self.qkv.weight, self.qkv.bias).split(hidden, dim=-1)
+        else:
+            k = self.pos_key_proj(rel) if "c2p" in self.terms else None
+            q = self.pos_query_proj(rel) if "p2c" in self.terms else None
+        shape = (len(rel), self.heads, self.head_size)
+        self.pos_key = k.view(shape).transpose(0, 1).contiguous() * self.scale if k is not None else None
+        self.pos_query = q.view(shape).transpose(0, 1).contiguous() * self.scale if q is not None else None
+
+    def bias(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None:
+        """c2p + p2c scores [rows, heads, queries, n] (queries: n, or 1 for the first token only).
+
+        `index[m]`: the position-table row of relative distance m - (n-1).
+        """
+        n = k.shape[2]
+        out = None
+        if q.shape[2] == 1:  # the first token only: distances 0 - j, j = 0..n-1
+            first = index[:n].flip(0)
+            if "c2p" in self.terms:
+                out = q @ self.pos_key[:, first].transpose(-1, -2).to(q.dtype)
+            if "p2c" in self.terms:
+                p2c = (k * self.pos_query[:, first].to(k.dtype)).sum(-1).unsqueeze(2)
+                out = p2c if out is None else out + p2c
+            return out
+        if "c2p" in self.terms:  # c2p[i, j] = q_i · key_pos[bucket(i - j)]
+            out = toeplitz(by_head(q, self.pos_key[:, index.flip(0)]), n)
+        if "p2c" in self.terms:  # p2c[i, j] = k_j · query_pos[bucket(i - j)]
+            p2c = toeplitz(by_head(k, self.pos_query[:, index]), n).transpose(-1, -2)
+            out = p2c if out is None else out + p2c
+        return out
+
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor, index: torch.Tensor | None, first_only: bool = False
+    ) -> torch.Tensor:
+        q, k, v, x = self.project(x, first_only)
+        bias = self.bias(q, k, index) if self.relative and index is not None else None
+        mask = keep if bias is None else bias.masked_fill_(~keep, float("-inf"))
+        return self.finish(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale), x)
+
+
+class FastDebertaEncoder(nn.Module):
+    """A DeBERTa-v2/v3 backbone: embeddings, relative-position table, `FastDebertaLayer`s."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = FastDebertaEmbeddings(config)
+        self.relative = getattr(config, "relative_attention", False)
+        if self.relative:
+            max_relative = getattr(config, "max_relative_positions", -1)
+            self.max_relative = max_relative if max_relative >= 1 else config.max_position_embeddings
+            self.buckets = getattr(config, "position_buckets", -1)
+            self.span = self.buckets if self.buckets > 0 else self.max_relative
+            self.rel_embeddings = nn.Embedding(2 * self.span, config.hidden_size)
+            if "layer_norm" in rel_norms(config):
+                self.rel_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList(FastDebertaLayer(config) for _ in range(config.num_hidden_layers))
+
+    @torch.no_grad()
+    def prepare(self) -> None:
+        """Compute every layer's position projections (after the weights are loaded)."""
+        if not self.relative:
+            return
+        rel = self.rel_embeddings.weight[: 2 * self.span]
+        rel = self.rel_norm(rel) if hasattr(self, "rel_norm") else rel
+        for layer in self.layers:
+            layer.prepare(rel)
+
+    def position_index(self, n: int, device: torch.device) -> torch.Tensor:
+        """Position-table rows of the relative distances -(n-1)..n-1 (bucketed, clamped as HF does)."""
+        relative = torch.arange(-(n - 1), n, device=device)
+        if self.buckets > 0 and self.max_relative > 0:
+            relative = log_bucket(relative, self.buckets, self.max_relative).long()
+        return torch.clamp(relative + self.span, 0, 2 * self.span - 1)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, first_only: bool = False
+    ) -> torch.Tensor:
+        """Hidden states [rows, width, hidden], or [rows, 1, hidden] with `first_only`."""
+        x = self.embeddings(input_ids)
+        keep = attention_mask[:, None, None, :].bool()
+        index = self.position_index(input_ids.shape[1], input_ids.device) if self.relative else None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, keep, index, first_only=first_only and i == last)
+        return x
+
+
+class ContextPooler(nn.Module):
+    """DebertaV2ForSequenceClassification's pooler: dense + activation on the first token."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        size = getattr(config, "pooler_hidden_size", None) or config.hidden_size
+        self.dense = nn.Linear(size, size)
+        self.activation = getattr(config, "pooler_hidden_act", "gelu")
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.activation](self.dense(hidden[:, 0]))
+
+
+class FastDebertaSequenceClassifier(nn.Module):
+    """Logits of a DebertaV2ForSequenceClassification checkpoint (pooler + classifier on token 0)."""
+
+    def __init__(self, encoder: FastDebertaEncoder) -> None:
+        super().__init__()
+        self.config = config = encoder.config
+        self.deberta = encoder
+        self.pooler = ContextPooler(config)
+        self.classifier = nn.Linear(self.pooler.dense.out_features, config.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pooler(self.deberta(input_ids, attention_mask, first_only=True)))
+
+
+LAYER_PARTS = {
+    **BERT_LAYER_PARTS,
+    "attention.self.pos_key_proj": "pos_key_proj",
+    "attention.self.pos_query_proj": "pos_query_proj",
+}
+QKV = ("query_proj", "key_proj", "value_proj")
+
+
+def fast_deberta_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Hugging Face's DebertaV2Model keys under `prefix` → `FastDebertaEncoder` keys (same prefix),
+    Q/K/V fused. Other keys (heads) pass unchanged; unknown ones stay, so the strict check fails."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    renames = {"encoder.rel_embeddings.": "rel_embeddings.", "encoder.LayerNorm.": "rel_norm."}
+    for key, value in state.items():
+        if key.endswith(IGNORABLE_SUFFIXES):
+            continue
+        rest = key[len(prefix) :] if key.startswith(prefix) else None
+        match = LAYER_KEY.fullmatch(rest) if rest is not None else None
+        if rest is None or (match is None and not rest.startswith(tuple(renames))):
+            out[key] = value  # heads, embeddings.* (same names), unknown keys
+        elif match is None:
+            old = next(r for r in renames if rest.startswith(r))
+            out[prefix + renames[old] + rest[len(old) :]] = value
+        else:
+            layer, part, kind = match.groups()
+            name = part.rsplit(".", 1)[-1]
+            if part.startswith("attention.self.") and name in QKV:
+                qkv.setdefault((layer, kind), {})[name] = value
+            elif part in LAYER_PARTS:
+                out[f"{prefix}layers.{layer}.{LAYER_PARTS[part]}.{kind}"] = value
+            else:
+                out[key] = value
+    for (layer, kind), parts in qkv.items():
+        if len(parts) == 3:
+            out[f"{prefix}layers.{layer}.qkv.{kind}"] = torch.cat([parts[name] for name in QKV])
+        else:
+            out.update(
+                {f"{prefix}encoder.layer.{layer}.attention.self.{n}.{kind}": t for n, t in parts.items()}
+            )
+    return out
+
+
+def lean_deberta(
+    make: Callable[[FastDebertaEncoder], nn.Module],
+    config: Any,
+    state: dict[str, torch.Tensor],
+    prefix: str,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module | None:
+    """`make(encoder)` holding `state` (its backbone's keys under `prefix`) on the lean DeBERTa forward,
+    or None (logged) where the config or the tensors do not fit it: then Hugging Face's modules run."""
+    reason = unsupported(config)
+    if reason is None:
+        with uninitialised():
+            module = make(FastDebertaEncoder(config))
+        module = _assigned(module, fast_deberta_state(state, prefix), dtype)
+        reason = None if module is not None else "the checkpoint's tensors differ from the config's"
+    if reason is not None:
+        log.info("Lean DeBERTa forward not used (%s): running Hugging Face's modules", reason)
+        return None
+    for part in module.modules():
+        if isinstance(part, FastDebertaEncoder):
+            part.prepare()
+    return module
+
+
+def fast_deberta_sequence_classifier(
+    config: Any, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
+) -> FastDebertaSequenceClassifier | None:
+    """A DebertaV2ForSequenceClassification checkpoint on the lean forward, or None where it does not fit."""
+    architectures = getattr(config, "architectures", None) or []
+    if getattr(config, "model_type", None) != "deberta-v2" or not all(
+        name == "DebertaV2ForSequenceClassification" for name in architectures
+    ):
+        return None
+    if getattr(config, "pooler_hidden_act", "gelu") not in ACTIVATIONS:
+        log.info("Lean DeBERTa forward not used (pooler activation): running Hugging Face's modules")
+        return None
+    return lean_deberta(FastDebertaSequenceClassifier, config, state, "deberta.", dtype)

@@ -1,0 +1,202 @@
+"""Numerics by capability: what `inference.dtype` means on a CPU with and without native bf16, int8's
+backend, and the dtype a run used, as the engine reports it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from curator import pipeline
+from curator.classifiers.mixin import MixinClassifier
+from curator.classifiers.prompt_task import PromptTaskComplexityClassifier
+from curator.columns import STATS_ATTR
+from curator.config import InferenceConfig
+from curator.inference.engine import resolve_autocast
+from curator.inference.numerics import (
+    BF16_FLAGS,
+    FEATURES_ENV,
+    _cpuinfo_flags,
+    cpu_numerics,
+    numerics_label,
+)
+from curator.report import summarise
+from curator.report_html import render
+from tests.conftest import DOCS
+from tests.fixtures_deberta import (
+    DOMAIN_LABELS,
+    save_backbone,
+    texts_of_many_lengths,
+    write_mixin_checkpoint,
+    write_prompt_task_checkpoint,
+)
+
+CPU = torch.device("cpu")
+# cpuinfo flags of the two kinds of machine this project runs on
+XEON_AMX = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8"]
+EPYC_AVX2 = ["avx2", "fma", "sse4_2"]
+# bf16 vs float32 on the look-alikes (random weights, 2 layers of 32 dims; heads scaled so classes
+# differ): labels may flip only at near-ties, probabilities move by bf16's ~3 significant digits.
+BF16_LABEL_AGREEMENT = 0.9
+BF16_PROB_ATOL = 0.05
+
+
+def test_flags_decide_bf16_and_int8() -> None:
+    xeon, epyc = cpu_numerics(XEON_AMX), cpu_numerics(EPYC_AVX2)
+    assert (xeon.bf16, xeon.int8) == (True, True)
+    assert (epyc.bf16, epyc.int8) == (False, False)
+    assert cpu_numerics(["avx512_bf16"]).bf16 and not cpu_numerics(["avx512_bf16"]).int8  # Cooper Lake
+    assert cpu_numerics(["avx_vnni"]).int8 and not cpu_numerics(["avx_vnni"]).bf16
+
+
+def test_the_environment_replaces_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FEATURES_ENV, "amx_bf16, amx_int8")
+    assert cpu_numerics().bf16 and cpu_numerics().flags == {"amx_bf16", "amx_int8"}
+    monkeypatch.setenv(FEATURES_ENV, "none")
+    assert not cpu_numerics().bf16 and not cpu_numerics().flags
+    assert cpu_numerics(XEON_AMX).bf16  # an explicit argument wins over the environment
+
+
+def test_cpuinfo_flags_are_read(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu avx2 amx_bf16 avx512_bf16\n\n")
+    assert _cpuinfo_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16", "avx512_bf16"}
+    assert _cpuinfo_flags(tmp_path / "missing") == set()
+
+
+def test_detection_here_agrees_with_this_machines_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(FEATURES_ENV, raising=False)
+    cpuinfo = _cpuinfo_flags()
+    if not cpuinfo:
+        pytest.skip("no /proc/cpuinfo here")
+    assert cpu_numerics().bf16 == bool(cpuinfo & BF16_FLAGS)
+    assert cpuinfo <= cpu_numerics().flags
+
+
+@pytest.mark.parametrize(
+    ("dtype", "flags", "expected"),
+    [
+        ("auto", XEON_AMX, torch.bfloat16),  # native bf16: autocast
+        ("auto", EPYC_AVX2, None),  # no native bf16: float32, as before
+        ("float32", XEON_AMX, None),  # the pin for bit-identical float32 results
+        ("bfloat16", XEON_AMX, torch.bfloat16),
+        ("bfloat16", EPYC_AVX2, torch.bfloat16),  # honoured (emulated, with a warning), never ignored
+        ("float16", EPYC_AVX2, torch.float16),
+    ],
+)
+def test_dtype_on_cpu_by_capability(dtype: str, flags: list[str], expected: torch.dtype | None) -> None:
+    assert resolve_autocast(dtype, CPU, numerics=cpu_numerics(flags)) == expected
+
+
+def test_auto_with_int8_stays_float_and_uses_the_best_engine() -> None:
+    assert resolve_autocast("auto", CPU, "int8", cpu_numerics(XEON_AMX)) is None
+    assert resolve_autocast("bfloat16", CPU, "int8", cpu_numerics(XEON_AMX)) == torch.bfloat16
+    supported = torch.backends.quantized.supported_engines
+    if "onednn" in supported:
+        assert cpu_numerics(XEON_AMX).quantized_engine() == "onednn"  # AMX-INT8 tiles
+    assert cpu_numerics(EPYC_AVX2).quantized_engine() in supported
+
+
+def test_labels_name_what_ran() -> None:
+    assert numerics_label(None, None) == "float32"
+    assert numerics_label(torch.bfloat16, None) == "bfloat16"
+    assert numerics_label(None, "int8", "onednn") == "int8/onednn"
+    assert numerics_label(torch.bfloat16, "int8", "x86") == "int8/x86+bfloat16"
+
+
+# ---- bf16 on the CPU, through the engine -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def deberta_ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    backbone = save_backbone(tmp_path_factory.mktemp("backbone"))
+    return {
+        "domain": write_mixin_checkpoint(tmp_path_factory.mktemp("domain"), backbone, DOMAIN_LABELS, seed=1),
+        "prompt": write_prompt_task_checkpoint(tmp_path_factory.mktemp("prompt"), backbone, seed=3),
+    }
+
+
+def classify(family: type, folder: Path, dtype: str, fast: bool = True) -> tuple[pd.DataFrame, list]:
+    """classify_partition on the look-alike texts; also the dtypes a feed-forward Linear produced."""
+    clf = family(
+        "c", model=str(folder), max_length=48, inference=InferenceConfig(dtype=dtype, fast_encoder=fast)
+    )
+    model, _, _ = clf._runtime()
+    seen: list[torch.dtype] = []
+    backbone = getattr(model, "model", None) or model.backbone
+    linear = backbone.layers[0].up if fast else backbone.encoder.layer[0].intermediate.dense
+    handle = linear.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    try:
+        out = clf.classify_partition(pd.DataFrame({"text": texts_of_many_lengths()}))
+    finally:
+        handle.remove()
+    return out, seen
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lean", "hf-modules"])
+def test_bf16_runs_in_bf16_and_agrees_with_float32(deberta_ckpts: dict[str, Path], fast: bool) -> None:
+    half, seen = classify(MixinClassifier, deberta_ckpts["domain"], "bfloat16", fast)
+    full, seen32 = classify(MixinClassifier, deberta_ckpts["domain"], "float32", fast)
+    assert set(seen) == {torch.bfloat16} and set(seen32) == {torch.float32}
+    assert half.attrs[STATS_ATTR]["c"]["dtype"] == "bfloat16"
+    assert full.attrs[STATS_ATTR]["c"]["dtype"] == "float32"
+    assert (half["pred"] == full["pred"]).mean() >= BF16_LABEL_AGREEMENT
+    assert full["pred"].nunique() > 1
+
+
+def test_bf16_prompt_scores_agree_with_float32(deberta_ckpts: dict[str, Path]) -> None:
+    half, _ = classify(PromptTaskComplexityClassifier, deberta_ckpts["prompt"], "bfloat16")
+    full, _ = classify(PromptTaskComplexityClassifier, deberta_ckpts["prompt"], "float32")
+    assert (half["pred"] == full["pred"]).mean() >= BF16_LABEL_AGREEMENT
+    score = "prompt_complexity_score"
+    np.testing.assert_allclose(half[score], full[score], atol=BF16_PROB_ATOL)
+    assert half.attrs[STATS_ATTR]["c"]["dtype"] == "bfloat16"
+
+
+def test_summary_json_and_report_carry_the_dtype_per_worker(
+    make_config,
+    docs_dir: Path,
+    tmp_path: Path,
+    deberta_ckpts: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(FEATURES_ENV, ",".join(XEON_AMX))  # auto → bf16 (emulated on a CPU without it)
+    cfg = make_config(
+        f"dataset.path={docs_dir}",
+        "classifier=domain",
+        f"classifier.domain.model={deberta_ckpts['domain']}",
+        "classifier.domain.max_length=48",
+    )
+    pipeline.run(cfg, run_dir=str(tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    engine = summary["classifiers"]["domain"]
+    assert engine["dtype"] == "bfloat16" and set(engine["dtype_by_worker"].values()) == {"bfloat16"}
+    assert summary["written"] == len(DOCS)
+    assert all(part["classify"]["domain"]["dtype"] == "bfloat16" for part in summary["per_file"])
+    page = render(summary)
+    assert '"dtype_by_worker"' in page and 'id="numerics"' in page
+
+
+def test_summary_shows_each_workers_dtype() -> None:
+    unit = {"read": 1, "written": 1, "filtered": 0, "quarantined": 0, "labels": {}, "input": "a"}
+    parts = [
+        {
+            **unit,
+            "classify": {
+                "c": {
+                    "documents": 1,
+                    "seconds": 1.0,
+                    "real_tokens": 4,
+                    "padded_tokens": 4,
+                    "dtype": dtype,
+                    "worker": worker,
+                }
+            },
+        }
+        for worker, dtype in (("tcp://a:1", "bfloat16"), ("tcp://b:1", "float32"), ("tcp://a:1", "bfloat16"))
+    ]
+    engine = summarise(parts, 1.0, "out")["classifiers"]["c"]
+    assert engine["dtype_by_worker"] == {"tcp://a:1": "bfloat16", "tcp://b:1": "float32"}
+    assert engine["dtype"] == "bfloat16, float32" and engine["documents"] == 3
