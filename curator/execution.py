@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import dask
@@ -60,15 +60,20 @@ def run_sync(
     groups: list[list[Part]], parts: Sequence[Part], work: Work, known: dict[str, int], in_flight: int = 1
 ) -> Iterator[Outcome]:
     """In this process (cluster=sync): up to `in_flight` tasks at once, as Dask runs them on a worker
-    with that many threads (batches take turns on the device); outcomes in task order."""
+    with that many threads (batches take turns on the device). A finished task's slot is refilled at
+    once (waiting for the oldest instead left slots idle behind a slow task), so outcomes come as
+    tasks finish, as on a cluster."""
     first_line = _jsonl_lines(parts, known)
+    todo = deque(groups)
     with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="task") as pool:
-        running: deque[tuple[list[Part], Future]] = deque()
-        for group in [*groups, None]:
-            if group is not None:
-                running.append((group, pool.submit(process, group, [first_line(p) for p in group], work)))
-            while running and (group is None or len(running) >= max(1, in_flight)):
-                done, future = running.popleft()
+        running: dict[Future, list[Part]] = {}
+        while todo or running:
+            while todo and len(running) < max(1, in_flight):
+                group = todo.popleft()
+                running[pool.submit(process, group, [first_line(p) for p in group], work)] = group
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in [f for f in running if f in finished]:  # in submission order among them
+                done = running.pop(future)
                 try:
                     stats = future.result()
                 except Exception as err:  # recorded and reported; the other units still run

@@ -87,7 +87,7 @@ def run(data: Path, model: Path | None, out: Path, *overrides: str) -> dict:
     simulated = [
         f"classifier.fineweb_edu.model={model}",
         "inference.device=simulated",
-        "inference.token_budget=16384",
+        "inference.token_budget=131072",  # GPU-sized batches: 256 rows x 512 tokens, the row cap
     ]
     settings = [
         f"dataset.path={data}",
@@ -158,7 +158,7 @@ def padding_by_window(texts: list[str], model: Path) -> dict:
         for start in range(0, len(lengths), window):
             part = lengths[start : start + window]
             ordered = part[length_order(part)]
-            for a, b in plan_batches(ordered, 16384, 256):
+            for a, b in plan_batches(ordered, 131072, 256):
                 real += int(ordered[a:b].sum())
                 padded += int(ordered[a]) * (b - a)
         out["whole unit" if window == len(lengths) else str(window)] = round(real / padded, 4)

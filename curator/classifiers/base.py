@@ -310,7 +310,10 @@ class DistributedDataClassifier:
             max_rows=self.batch_size,
             sort=self.inference.sort,
             autocast=resolve_autocast(self.inference.dtype, device, self.inference.quantize),
-            prefetch=device.type == "cuda" if prefetch is None else prefetch,
+            # on by default where a device runs beside the host: CUDA, and the simulated one standing in
+            prefetch=(device.type == "cuda" or self.inference.device == "simulated")
+            if prefetch is None
+            else prefetch,
             extra_tokens=extra,
             device_key=self.inference.device if self.inference.device == "simulated" else "",
         )
