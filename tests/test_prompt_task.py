@@ -279,7 +279,9 @@ def test_predictions_equal_the_card(prompt_ckpt: Path) -> None:
     clf = make_classifier(prompt_ckpt)
     # the same arithmetic on probabilities equal to ~1e-7: rounded values may differ by one last digit
     assert_equals_card(clf.predict(texts), expected, atol=1.01e-4)
-    assert len(set(expected["task_type_1"])) > 1
+    # several labels take part (the look-alike's tokenizer is trained anew each session, so its random
+    # head may put every text's first label on one class; the first two labels together do vary)
+    assert len(set(expected["task_type_1"]) | set(expected["task_type_2"])) > 2
 
 
 def test_classify_partition_types_and_values(prompt_ckpt: Path) -> None:
