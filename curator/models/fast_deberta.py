@@ -31,7 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curator.models.fast_encoder import ACTIVATIONS, LAYER_KEY, FastLayer, _assigned, uninitialised
+from curator.models.fast_encoder import (
+    ACTIVATIONS,
+    LAYER_KEY,
+    FastLayer,
+    _assigned,
+    fuse_qkv,
+    uninitialised,
+)
 from curator.models.fast_encoder import LAYER_PARTS as BERT_LAYER_PARTS
 from curator.models.weights import IGNORABLE_SUFFIXES
 
@@ -309,13 +316,7 @@ def fast_deberta_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str,
                 out[f"{prefix}layers.{layer}.{LAYER_PARTS[part]}.{kind}"] = value
             else:
                 out[key] = value
-    for (layer, kind), parts in qkv.items():
-        if len(parts) == 3:
-            out[f"{prefix}layers.{layer}.qkv.{kind}"] = torch.cat([parts[name] for name in QKV])
-        else:
-            out.update(
-                {f"{prefix}encoder.layer.{layer}.attention.self.{n}.{kind}": t for n, t in parts.items()}
-            )
+    out.update(fuse_qkv(qkv, QKV, prefix, prefix))
     return out
 
 

@@ -206,10 +206,19 @@ def fast_state(state: dict[str, torch.Tensor], prefix: str, into: str) -> dict[s
             out[f"{into}layers.{layer}.{LAYER_PARTS[part]}.{kind}"] = value
         else:
             out[key] = value
+    out.update(fuse_qkv(qkv, ("query", "key", "value"), into, prefix))
+    return out
+
+
+def fuse_qkv(
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]], names: tuple[str, str, str], into: str, prefix: str
+) -> dict[str, torch.Tensor]:
+    """Each layer's Q, K and V (`names`, in that order) as one tensor; a layer missing one keeps its
+    Hugging Face keys, so a strict load names them."""
+    out: dict[str, torch.Tensor] = {}
     for (layer, kind), parts in qkv.items():
         if len(parts) == 3:
-            fused = torch.cat([parts["query"], parts["key"], parts["value"]])
-            out[f"{into}layers.{layer}.qkv.{kind}"] = fused
+            out[f"{into}layers.{layer}.qkv.{kind}"] = torch.cat([parts[name] for name in names])
         else:
             stem = f"{prefix}encoder.layer.{layer}.attention.self"
             out.update({f"{stem}.{name}.{kind}": tensor for name, tensor in parts.items()})
