@@ -323,8 +323,7 @@ def games_or_sports_head(folder: Path, texts: list[str]) -> Path:
     save_file(state, str(folder / "model.safetensors"))
     _, probs = card_predict(folder, texts, max_length=512)
     games, sports, news = (DOMAIN_LABELS.index(label) for label in ("Games", "Sports", "News"))
-    logs = np.log(probs)
-    margins = np.sort(logs[:, news] - np.maximum(logs[:, games], logs[:, sports]))
+    margins = np.sort(np.log(probs[:, news]) - np.log(np.maximum(probs[:, games], probs[:, sports])))
     low, high = len(margins) // 4, max(len(margins) // 4 + 1, 3 * len(margins) // 4)
     k = low + int(np.argmax(np.diff(margins)[low:high]))
     state["fc.bias"][news] -= float(margins[k] + margins[k + 1]) / 2
