@@ -4,8 +4,10 @@ byte-level BPE) over long, unusual texts; windows come back in order."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,29 @@ def test_tasks_side_by_side_share_one_pool_of_tokenising_threads_and_each_gets_i
         thread.join()
     for t in range(4):
         assert results[t] == tokenizer(corpora[t], truncation=True, max_length=24)["input_ids"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_tokenises_with_its_own_threads(tokenizers_under_test: dict) -> None:
+    """A pool's threads do not survive fork: a child that used its parent's pool would wait forever."""
+    tokenizer = tokenizers_under_test["minilm"]
+    texts = [f"fork test {i}" for i in range(20)]
+    expected = tokenizer(texts, truncation=True, max_length=16)["input_ids"]
+    assert [r for w in tokens.tokenize_windows(tokenizer, texts, 16, 5, 2, {}) for r in w] == expected
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if it tokenised the same ids
+        try:
+            rows = [r for w in tokens.tokenize_windows(tokenizer, texts, 16, 5, 2, {}) for r in w]
+            os.write(writer, b"1" if rows == expected else b"0")
+        finally:
+            os._exit(0)
+    os.close(writer)
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child never finished tokenising")
+        time.sleep(0.05)
+    assert os.read(reader, 1) == b"1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -82,14 +83,14 @@ class DeviceTurns:
         return self.queued == 0 and time.perf_counter() - self.last_end >= idle_s
 
 
-_DEVICES: dict[str, DeviceTurns] = {}
+_DEVICES: dict[str, DeviceTurns] = {}  # by process id and device key
 _DEVICES_LOCK = threading.Lock()
 
 
 def device_turns(key: str) -> DeviceTurns:
-    """The turns of one device (by key) in this process."""
+    """The turns of one device (by key) in this process (a forked child gets its own, unheld)."""
     with _DEVICES_LOCK:
-        return _DEVICES.setdefault(key, DeviceTurns())
+        return _DEVICES.setdefault(f"{os.getpid()}:{key}", DeviceTurns())
 
 
 def resolve_device(device: str) -> torch.device:

@@ -13,6 +13,7 @@ context). Otherwise the prefix doubles, up to the whole text.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -98,7 +99,7 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list
     return ids  # type: ignore[return-value]
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
@@ -106,10 +107,11 @@ def host_pool(threads: int) -> ThreadPoolExecutor:
     """This process's tokenising threads, shared by the tasks it runs side by side: one first-come queue,
     so the earliest unit is tokenised on all the cores first (the device starts after one unit's host
     work, not after every unit in flight has shared the cores) and tasks never oversubscribe them."""
+    key = (os.getpid(), threads)  # a forked child inherits the pool but not its threads: it makes its own
     with _POOLS_LOCK:
-        if threads not in _POOLS:
-            _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenise")
-        return _POOLS[threads]
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenise")
+        return _POOLS[key]
 
 
 def window_starts(n: int, window: int | None, first: int | None = None) -> list[int]:
