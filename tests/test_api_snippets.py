@@ -465,3 +465,39 @@ def test_the_caller_s_dask_settings_are_honoured(monkeypatch: pytest.MonkeyPatch
         ensure_client() as client,
     ):
         assert client.scheduler.address == cluster.scheduler_address
+
+
+def test_pipeline_run_with_a_local_cluster_outside_the_main_guard_says_how_to_fix_it(tmp_path: Path) -> None:
+    """`pipeline.run(cfg)` with cluster=local (the default) in an unguarded script: a clear error at start-up
+    instead of spawn's "Nanny failed to start"; with cluster.processes=false the same script runs."""
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"text": "A short text about rivers and bridges."}\n')
+    code = textwrap.dedent(
+        f"""
+        from hydra import compose, initialize_config_module
+        from curator import pipeline
+        from curator.config import register_configs, to_config
+
+        register_configs()
+        with initialize_config_module(config_module="curator.conf", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[
+                "dataset.path={data}", "output.path={tmp_path}/out", "cluster.n_workers=1", *EXTRA])
+        pipeline.run(to_config(cfg))
+        print("done")
+        """
+    )
+    (tmp_path / "unguarded.py").write_text("EXTRA = []\n" + code)
+    failed = subprocess.run(
+        [sys.executable, "unguarded.py"],
+        cwd=tmp_path,
+        env={**os.environ, **offline(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode != 0
+    assert "unguarded.py calls the API outside `if __name__" in failed.stderr
+    assert "cluster.processes=false" in failed.stderr and "Nanny failed" not in failed.stderr
+    (tmp_path / "threads.py").write_text('EXTRA = ["cluster.processes=false"]\n' + code)
+    assert "done" in run_python(tmp_path, ["threads.py"]).stdout
