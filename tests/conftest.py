@@ -22,6 +22,7 @@ from transformers import (
     BertModel,
 )
 
+from curator.cluster import close_kept
 from curator.config import Config, register_configs, to_config
 from curator.models.hub import resolve_model
 
@@ -36,6 +37,13 @@ DOCS = [
     ("Pets_and_Animals", "Our puppy needs his vaccinations; the vet also recommended a flea treatment."),
     ("Travel_and_Transportation", "Cheap flights to Lisbon: book your hotel and airport transfer today."),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_api_cluster():
+    """The Python API keeps its local cluster for the process: each test starts without one."""
+    yield
+    close_kept()
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -24,7 +24,7 @@ import pytest
 from distributed import LocalCluster, default_client
 from safetensors.torch import load_file, save_file
 
-from curator.cluster import api_choice, ensure_client
+from curator.cluster import api_choice, close_kept, ensure_client
 from curator.cluster.api_choice import Choice, choose
 from curator.config import ClusterConfig
 from tests.conftest import FINEWEB_TEXTS, reference_scores, write_jsonl
@@ -442,14 +442,20 @@ def test_where_processes_cannot_start_the_api_starts_threads_and_says_so_once(
     as_main(monkeypatch, "<stdin>")
     monkeypatch.setattr(api_choice, "_warned", False)
     with caplog.at_level(logging.INFO, logger="curator"):
+        addresses = []
         for _ in range(2):
             with ensure_client() as client:
                 pids = client.run(os.getpid)
                 assert len(pids) >= 1 and set(pids.values()) == {os.getpid()}  # workers are threads here
+                addresses.append(client.scheduler.address)
+        assert addresses[0] == addresses[1]  # kept for the process: the second call reuses it
+        close_kept()
+        with ensure_client() as client:  # closed by hand: the next call starts a new one, says so again
+            assert client.scheduler.address != addresses[0]
     said = [r for r in caplog.records if r.getMessage().startswith(THREADS_LINE)]
     assert [r.levelno for r in said] == [logging.WARNING, logging.INFO]  # one warning, then quieter
     with pytest.raises(ValueError):
-        default_client()  # closed after each call
+        default_client()  # never the default client: the caller's own Client would not be replaced
 
 
 def test_the_caller_s_dask_settings_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
