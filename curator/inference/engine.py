@@ -311,7 +311,7 @@ def run_batches(
         if plan.autocast
         else contextlib.nullcontext()
     )
-    device_queue = device_turns(plan.device_key or str(device))
+    turns = device_turns(plan.device_key or str(device))
     fetch = _Fetcher(device)
     executor = ThreadPoolExecutor(max_workers=1) if plan.prefetch else _Inline()
     with executor, torch.inference_mode(), autocast:
@@ -323,7 +323,7 @@ def run_batches(
             following = next_batch_end(planned, end, budget, plan.max_rows) if end < n else end
             upcoming = executor.submit(prepare, end, following) if end < n else None
             try:
-                with device_queue.turn():
+                with turns.turn():
                     fetch.start()
                     result = forward(input_ids, mask)
                     done = fetch.finish(result, order[start:end])
