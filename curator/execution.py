@@ -5,6 +5,7 @@ outcomes are yielded as tasks finish, so the caller can record each one at once.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -100,10 +101,13 @@ def run_distributed(
     """On the cluster: each task's outcome as it completes (lost workers' tasks run again elsewhere)."""
     run_id = uuid.uuid4().hex[:8]
     firsts = _delayed_first_lines(parts, known, run_id)
-    shared = dask.delayed(work, name=f"curator-work-{run_id}")
+    # The work (a few KB) travels inside every task: a shared `work` task would be a dependency that
+    # pins the tasks of a small run (fewer than two per thread) to the worker holding it, leaving the
+    # other workers idle until Dask steals work for them.
+    task = functools.partial(process, work=work)
     tasks = [
-        dask.delayed(process, pure=False)(
-            group, [firsts[p.name] for p in group], shared, dask_key_name=f"classify-{group[0].name}-{run_id}"
+        dask.delayed(task, pure=False)(
+            group, [firsts[p.name] for p in group], dask_key_name=f"classify-{group[0].name}-{run_id}"
         )
         for group in groups
     ]

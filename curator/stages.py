@@ -47,7 +47,7 @@ KEEP_COLUMN = "keep"  # attribute files with a filter: True kept, False filtered
 
 @dataclass(frozen=True)
 class Work:
-    """Everything a task needs besides its units (shipped to each worker once)."""
+    """Everything a task needs besides its units (a few KB, shipped inside each task)."""
 
     classifiers: tuple[DistributedDataClassifier, ...]
     flt: Filter

@@ -3,6 +3,7 @@ with the same partition size must differ by at most 20%.
 
     python scripts/bench_memory.py                      # N=20000, tiny random BERT (the pipeline's cost)
     python scripts/bench_memory.py --docs 2000 --model sentence-transformers/all-MiniLM-L6-v2
+    python scripts/bench_memory.py --set inference.device=simulated inference.units_in_flight=3
 
 Each size is one plain JSONL file split into parts of `--blocksize` bytes, run on a LocalCluster of
 `--workers` worker processes; the process tree's RSS is sampled every 50 ms. Prints a JSON report.
@@ -91,6 +92,7 @@ def run_once(data: Path, out: Path, args: argparse.Namespace, model: str) -> dic
         "cluster.dashboard_address=null",
         f"output.path={out}",
         "quiet=true",
+        *args.set,
     ]
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--limit", type=float, default=0.20, help="largest allowed relative difference")
+    parser.add_argument("--set", nargs="*", default=[], help="more run.py overrides for both runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         folder = Path(tmp)

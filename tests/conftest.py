@@ -38,6 +38,17 @@ DOCS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_kept_api_cluster():
+    """The Python API keeps its local cluster for the process: each test starts without one."""
+    yield
+    # Not imported at the top: importing curator.cluster (Dask) while pytest collects made caplog miss the
+    # cluster's log records. A test that never imported it kept no cluster.
+    cluster = sys.modules.get("curator.cluster")
+    if cluster is not None:
+        cluster.close_kept()
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     """Write records as JSONL (the helper tests use to make inputs)."""
     path.parent.mkdir(parents=True, exist_ok=True)

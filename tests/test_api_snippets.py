@@ -24,7 +24,7 @@ import pytest
 from distributed import LocalCluster, default_client
 from safetensors.torch import load_file, save_file
 
-from curator.cluster import api_choice, ensure_client
+from curator.cluster import api_choice, close_kept, ensure_client
 from curator.cluster.api_choice import Choice, choose
 from curator.config import ClusterConfig
 from tests.conftest import FINEWEB_TEXTS, reference_scores, write_jsonl
@@ -442,14 +442,20 @@ def test_where_processes_cannot_start_the_api_starts_threads_and_says_so_once(
     as_main(monkeypatch, "<stdin>")
     monkeypatch.setattr(api_choice, "_warned", False)
     with caplog.at_level(logging.INFO, logger="curator"):
+        addresses = []
         for _ in range(2):
             with ensure_client() as client:
                 pids = client.run(os.getpid)
                 assert len(pids) >= 1 and set(pids.values()) == {os.getpid()}  # workers are threads here
+                addresses.append(client.scheduler.address)
+        assert addresses[0] == addresses[1]  # kept for the process: the second call reuses it
+        close_kept()
+        with ensure_client() as client:  # closed by hand: the next call starts a new one, says so again
+            assert client.scheduler.address != addresses[0]
     said = [r for r in caplog.records if r.getMessage().startswith(THREADS_LINE)]
     assert [r.levelno for r in said] == [logging.WARNING, logging.INFO]  # one warning, then quieter
     with pytest.raises(ValueError):
-        default_client()  # closed after each call
+        default_client()  # never the default client: the caller's own Client would not be replaced
 
 
 def test_the_caller_s_dask_settings_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -465,3 +471,39 @@ def test_the_caller_s_dask_settings_are_honoured(monkeypatch: pytest.MonkeyPatch
         ensure_client() as client,
     ):
         assert client.scheduler.address == cluster.scheduler_address
+
+
+def test_pipeline_run_with_a_local_cluster_outside_the_main_guard_says_how_to_fix_it(tmp_path: Path) -> None:
+    """`pipeline.run(cfg)` with cluster=local (the default) in an unguarded script: a clear error at start-up
+    instead of spawn's "Nanny failed to start"; with cluster.processes=false the same script runs."""
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"text": "A short text about rivers and bridges."}\n')
+    code = textwrap.dedent(
+        f"""
+        from hydra import compose, initialize_config_module
+        from curator import pipeline
+        from curator.config import register_configs, to_config
+
+        register_configs()
+        with initialize_config_module(config_module="curator.conf", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[
+                "dataset.path={data}", "output.path={tmp_path}/out", "cluster.n_workers=1", *EXTRA])
+        pipeline.run(to_config(cfg))
+        print("done")
+        """
+    )
+    (tmp_path / "unguarded.py").write_text("EXTRA = []\n" + code)
+    failed = subprocess.run(
+        [sys.executable, "unguarded.py"],
+        cwd=tmp_path,
+        env={**os.environ, **offline(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode != 0
+    assert "unguarded.py calls the API outside `if __name__" in failed.stderr
+    assert "cluster.processes=false" in failed.stderr and "Nanny failed" not in failed.stderr
+    (tmp_path / "threads.py").write_text('EXTRA = ["cluster.processes=false"]\n' + code)
+    assert "done" in run_python(tmp_path, ["threads.py"]).stdout

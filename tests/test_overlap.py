@@ -19,6 +19,7 @@ import pytest
 from curator import execution, pipeline, stages
 from curator.classifiers.base import DistributedDataClassifier
 from curator.inference import cache, tokens
+from curator.inference.engine import DeviceTurns
 from curator.inference.simulated import SimulatedModel
 from curator.pipeline import RunFailedError
 from tests.conftest import DOCS, write_jsonl
@@ -295,3 +296,40 @@ def test_cuda_results_come_back_without_a_per_batch_sync_and_busy_time_from_even
     got = run_batches(ids, forward(layer.cuda()), plan, 0, torch.device("cuda"), stats=stats)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert stats.batches > 3 and stats.device_seconds > 0
+
+
+def test_a_device_counts_as_starving_only_when_idle_for_a_while() -> None:
+    """The ramp of small windows is for a pipeline that fills, not for the gaps between busy batches."""
+    turns = DeviceTurns()
+    assert turns.cold()  # never ran
+    with turns.turn():
+        assert not turns.cold(idle_s=0.0)  # a batch is on the device
+    assert not turns.cold(idle_s=60.0)  # just finished one
+    time.sleep(0.02)
+    assert turns.cold(idle_s=0.01)
+
+
+def test_a_small_run_spreads_over_every_worker_from_the_start(
+    make_config, tmp_path: Path, tiny_model: str
+) -> None:
+    """Two units, two one-thread workers, no work stealing: each worker runs one unit (a task shared by
+    all units, such as the work shipped once, would pin both to the worker holding it)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    data = make_units(tmp_path / "in", [6, 6])
+    with (
+        dask.config.set({"distributed.scheduler.work-stealing": False}),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        summary = pipeline.run(
+            make_config(
+                f"dataset.path={data}",
+                tiny_model,
+                "cluster=scheduler",
+                f"cluster.address={cluster.scheduler_address}",
+            )
+        )
+    assert summary["read"] == 12
+    assert len(summary["classifiers"]["zero_shot_domain"]["dtype_by_worker"]) == 2

@@ -164,3 +164,42 @@ def test_examples_file_enters_the_resume_fingerprint(
     plain = pipeline.run(make_config(tiny_model, f"dataset.path={docs_dir}", "output.mode=overwrite"))
     header = json.loads((tmp_path / "out" / ".curator" / "manifest.jsonl").read_text().splitlines()[0])
     assert "files" not in header["settings"] and plain["fingerprint"] == header["fingerprint"]
+
+
+def test_prototypes_are_computed_once_per_worker_not_per_unit(
+    tmp_path: Path, make_config, tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five units on one Dask worker: the label vectors (examples embedded) are computed once, with the model
+    the worker caches, and every unit is labelled with them."""
+    from distributed import Client, LocalCluster
+
+    from curator.inference import cache
+
+    calls = []
+    original = ZeroShotClassifier.label_vectors
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZeroShotClassifier, "label_vectors", counted)
+    cache.clear()  # the worker runs in this process: start without a cached model
+    data = tmp_path / "in"
+    for i in range(5):
+        write_jsonl(data / f"u{i}.jsonl", [{"text": f"{text} ({i})"} for _, text in DOCS])
+    path = write_jsonl(tmp_path / "ex.jsonl", [{"text": "The striker scored.", "label": "Sports"}])
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        summary = pipeline.run(
+            make_config(
+                tiny_model,
+                f"dataset.path={data}",
+                f"classifier.zero_shot_domain.examples_path={path}",
+                "cluster=scheduler",
+                f"cluster.address={cluster.scheduler_address}",
+            )
+        )
+    assert summary["read"] == 5 * len(DOCS) and summary["units"] == {"done": 5}
+    assert calls == ["zero_shot_domain"]

@@ -4,7 +4,10 @@ byte-level BPE) over long, unusual texts; windows come back in order."""
 
 from __future__ import annotations
 
+import os
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,71 @@ def test_windows_come_back_in_order_and_count_host_seconds(tokenizers_under_test
         "input_ids"
     ]
     assert timing["tokenise"] > 0
+
+
+def test_a_ramp_of_windows_doubles_up_to_the_window_and_keeps_every_row_in_order(
+    tokenizers_under_test: dict,
+) -> None:
+    """`first` (a starving device): 3, 6, 10, 10 … texts; the same ids as one whole-unit window."""
+    assert tokens.window_starts(40, 10, first=3) == [0, 3, 9, 19, 29, 39]
+    assert tokens.window_starts(5, None, first=64) == [0]  # one window: the ramp is capped by the unit
+    assert tokens.window_starts(0, 10, first=3) == []
+    tokenizer = tokenizers_under_test["minilm"]
+    texts = [f"row {i} " + "word " * (i % 13) for i in range(45)]
+    timing: dict[str, float] = {}
+    windows = list(
+        tokens.tokenize_windows(tokenizer, texts, 16, window=10, threads=2, timing=timing, first=3)
+    )
+    assert [len(w) for w in windows] == [3, 6, 10, 10, 10, 6]
+    assert [row for w in windows for row in w] == tokenizer(texts, truncation=True, max_length=16)[
+        "input_ids"
+    ]
+
+
+def test_tasks_side_by_side_share_one_pool_of_tokenising_threads_and_each_gets_its_own_ids(
+    tokenizers_under_test: dict,
+) -> None:
+    """Four tasks tokenise at once through the process's one pool (no oversubscription); none gets
+    another's rows."""
+    tokenizer = tokenizers_under_test["deberta"]
+    assert tokens.host_pool(2) is tokens.host_pool(2)
+    corpora = [[f"task {t} text {i} " * (1 + (i + t) % 5) for i in range(60)] for t in range(4)]
+    results: dict[int, list[list[int]]] = {}
+
+    def task(t: int) -> None:
+        windows = tokens.tokenize_windows(tokenizer, corpora[t], 24, window=7, threads=2, timing={})
+        results[t] = [row for w in windows for row in w]
+
+    threads = [threading.Thread(target=task, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for t in range(4):
+        assert results[t] == tokenizer(corpora[t], truncation=True, max_length=24)["input_ids"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_tokenises_with_its_own_threads(tokenizers_under_test: dict) -> None:
+    """A pool's threads do not survive fork: a child that used its parent's pool would wait forever."""
+    tokenizer = tokenizers_under_test["minilm"]
+    texts = [f"fork test {i}" for i in range(20)]
+    expected = tokenizer(texts, truncation=True, max_length=16)["input_ids"]
+    assert [r for w in tokens.tokenize_windows(tokenizer, texts, 16, 5, 2, {}) for r in w] == expected
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if it tokenised the same ids
+        try:
+            rows = [r for w in tokens.tokenize_windows(tokenizer, texts, 16, 5, 2, {}) for r in w]
+            os.write(writer, b"1" if rows == expected else b"0")
+        finally:
+            os._exit(0)
+    os.close(writer)
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child never finished tokenising")
+        time.sleep(0.05)
+    assert os.read(reader, 1) == b"1"

@@ -21,6 +21,7 @@ from curator.inference.engine import (
     BatchPlan,
     RunStats,
     check_engine,
+    device_turns,
     quantize_int8,
     resolve_autocast,
     resolve_device,
@@ -40,6 +41,8 @@ from curator.models.limits import reference_max_length
 
 # Bins of the score histograms in run reports.
 HISTOGRAM_BINS = 20
+# Texts in the first window of a unit that finds its device starving (then 2x, 4x ... up to the window).
+RAMP_FIRST_WINDOW = 64
 # Arrow types of flags and rounded scores → pandas dtypes that keep missing values missing.
 _NULLABLE = {pa.bool_(): pd.BooleanDtype(), pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype()}
 
@@ -318,6 +321,15 @@ class DistributedDataClassifier:
             device_key=self.inference.device if self.inference.device == "simulated" else "",
         )
 
+    def ramp(self, plan: BatchPlan, device: torch.device) -> int | None:
+        """The first window's size when a device of its own (CUDA, simulated) starves (has yet to start,
+        or has idled for a second): a few texts, then doubling windows, so the pipeline fills in a few
+        texts' host work, not a whole unit's; None: full windows (smaller ones would cost padding while
+        the device is busy; on the CPU the host work shares the model's cores anyway)."""
+        if device.type == "cpu" and self.inference.device != "simulated":
+            return None
+        return RAMP_FIRST_WINDOW if device_turns(plan.device_key or str(device)).cold() else None
+
     def host_threads(self) -> int:
         """Threads that tokenise: the configured number, else the worker's share of the cores."""
         return self.inference.tokenizer_threads or torch.get_num_threads()
@@ -335,7 +347,13 @@ class DistributedDataClassifier:
         self.last_stats = stats = stats if stats is not None else RunStats()
         timing: dict[str, float] = {}
         windows = tokenize_windows(
-            tokenizer, texts, max_length, self.inference.window, self.host_threads(), timing
+            tokenizer,
+            texts,
+            max_length,
+            self.inference.window,
+            self.host_threads(),
+            timing,
+            first=self.ramp(plan, device),
         )
         parts = []
         for ids in windows:

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import dask
 from distributed import Client, default_client
@@ -53,6 +55,7 @@ __all__ = [
     "TorchThreads",
     "WorkerMemoryError",
     "check_no_secrets",
+    "close_kept",
     "connect",
     "dashboard",
     "ensure_client",
@@ -115,10 +118,15 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
             yield client
 
 
+_KEPT: dict[str, Any] = {}  # the Python API's own local cluster and client, kept for the process
+
+
 @contextlib.contextmanager
 def ensure_client(cfg: ClusterConfig | None = None) -> Iterator[Client | None]:
     """The Python API's rule: the current Dask client if there is one, else the caller's Dask scheduler
-    setting, else a local cluster for this call of worker processes or, where they cannot start, threads."""
+    setting, else the API's own local cluster of worker processes or, where they cannot start, threads:
+    started on the first call and kept for this process (closed at exit), so later calls reuse its
+    workers and the models they loaded. An explicit `cfg` gets a cluster for this call only."""
     try:
         current = default_client()
     except ValueError:
@@ -126,9 +134,40 @@ def ensure_client(cfg: ClusterConfig | None = None) -> Iterator[Client | None]:
     if current is not None:
         yield current
         return
+    kept = _KEPT.get("client")
+    if cfg is None and kept is not None and kept.status == "running":
+        with kept.as_current():
+            yield kept
+        return
+    explicit = cfg is not None
     cfg = cfg or api_cluster()
     if cfg is None:  # dask.config.set(scheduler="synchronous"/"threads"/...): dask.compute uses it
         yield None
         return
-    with connect(cfg) as client:
-        yield client
+    if explicit or cfg.kind != "local":
+        with connect(cfg) as client:
+            yield client
+        return
+    with _keep_local(cfg).as_current():
+        yield _KEPT["client"]
+
+
+def _keep_local(cfg: ClusterConfig) -> Client:
+    """Start the API's local cluster and keep it; at exit, close it before Dask's own clean-up runs."""
+    cluster, threads = start_local(cfg)
+    client = Client(cluster, set_as_default=False)
+    client.register_plugin(TorchThreads(threads))
+    log.info("Python API: local cluster kept for this process; Dask dashboard: %s", dashboard(client))
+    _KEPT.update(cluster=cluster, client=client)
+    atexit.register(close_kept)
+    return client
+
+
+def close_kept() -> None:
+    """Close the API's kept cluster (at exit, or by hand to free its workers' memory sooner)."""
+    client, cluster = _KEPT.pop("client", None), _KEPT.pop("cluster", None)
+    with contextlib.suppress(Exception):
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()

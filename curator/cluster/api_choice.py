@@ -22,6 +22,7 @@ from types import FrameType, ModuleType
 import dask
 
 from curator.config import ClusterConfig
+from curator.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +174,14 @@ def api_cluster() -> ClusterConfig | None:
     choice = choose()
     report(choice)
     return ClusterConfig(processes=choice.processes)
+
+
+def require_processes(kind: str) -> None:
+    """cluster=local / local_cuda start worker processes: where spawn cannot start them (a script that
+    calls `pipeline.run` outside its main guard, code on stdin), say so and how, before any start."""
+    choice = choose()
+    if not choice.processes:
+        raise ConfigError(
+            f"cluster={kind} starts worker processes, but {choice.why}. To start them, {choice.hint}; "
+            "or run in this process with cluster.processes=false (cluster=local) or cluster=sync."
+        )

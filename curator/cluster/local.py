@@ -8,6 +8,7 @@ from typing import Any
 import dask
 from distributed import LocalCluster
 
+from curator.cluster.api_choice import require_processes
 from curator.cluster.base import given
 from curator.cluster.workers import worker_env
 from curator.config import ClusterConfig
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 def start_local(cfg: ClusterConfig) -> tuple[Any, int]:
     """A LocalCluster sized to this machine's usable cores; returns it and each worker's torch threads."""
+    if cfg.processes:
+        require_processes("local")
     cores = available_cores()
     n_workers, threads = plan_workers(cores, cfg.n_workers, cfg.torch_threads)
     extra = {"env": worker_env(threads)} if cfg.processes else {}

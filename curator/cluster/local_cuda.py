@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from curator.cluster.api_choice import require_processes
 from curator.cluster.base import given
 from curator.config import ClusterConfig
 from curator.errors import ConfigError
@@ -57,6 +58,7 @@ def local_cuda_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
 def start_local_cuda(cfg: ClusterConfig) -> tuple[Any, int]:
     """A LocalCUDACluster (dask-cuda imported only now); torch threads are the cores' share per GPU."""
     dask_cuda = require("dask_cuda", "cluster=local_cuda", "gpu", GPU_HINT)
+    require_processes("local_cuda")
     gpus = visible_gpus(cfg)
     _, threads = plan_workers(available_cores(), gpus, cfg.torch_threads)
     kwargs = local_cuda_kwargs(cfg)

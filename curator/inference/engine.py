@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -51,15 +52,45 @@ class RunStats:
     postprocess_seconds: float = 0.0  # host seconds turning outputs into columns
 
 
-_DEVICE_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_LOCK = threading.Lock()
+class DeviceTurns:
+    """The one device of this process: tasks running side by side take turns on it per batch, so one
+    runs on the device while the others do host work (a GPU runs one batch at a time anyway). Counts the
+    batches running or waiting and when the last one ended, so a task can tell that the device starves
+    (it has yet to start, or a run follows a pause)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count_lock = threading.Lock()
+        self.queued = 0
+        self.last_end = float("-inf")
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the device for one batch."""
+        with self.count_lock:
+            self.queued += 1
+        try:
+            with self.lock:
+                yield
+        finally:
+            with self.count_lock:
+                self.queued -= 1
+                self.last_end = time.perf_counter()
+
+    def cold(self, idle_s: float = 1.0) -> bool:
+        """Nothing on the device or waiting for it, for `idle_s` at least (or ever): a pipeline that
+        fills, not the short gaps between batches of a busy one."""
+        return self.queued == 0 and time.perf_counter() - self.last_end >= idle_s
 
 
-def device_lock(key: str) -> threading.Lock:
-    """The one lock of a device in this process: tasks running side by side take turns on it per batch,
-    so one runs on the device while the others do host work (a GPU runs one batch at a time anyway)."""
-    with _LOCKS_LOCK:
-        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
+_DEVICES: dict[str, DeviceTurns] = {}  # by process id and device key
+_DEVICES_LOCK = threading.Lock()
+
+
+def device_turns(key: str) -> DeviceTurns:
+    """The turns of one device (by key) in this process (a forked child gets its own, unheld)."""
+    with _DEVICES_LOCK:
+        return _DEVICES.setdefault(f"{os.getpid()}:{key}", DeviceTurns())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -280,7 +311,7 @@ def run_batches(
         if plan.autocast
         else contextlib.nullcontext()
     )
-    lock = device_lock(plan.device_key or str(device))
+    turns = device_turns(plan.device_key or str(device))
     fetch = _Fetcher(device)
     executor = ThreadPoolExecutor(max_workers=1) if plan.prefetch else _Inline()
     with executor, torch.inference_mode(), autocast:
@@ -292,7 +323,7 @@ def run_batches(
             following = next_batch_end(planned, end, budget, plan.max_rows) if end < n else end
             upcoming = executor.submit(prepare, end, following) if end < n else None
             try:
-                with lock:
+                with turns.turn():
                     fetch.start()
                     result = forward(input_ids, mask)
                     done = fetch.finish(result, order[start:end])

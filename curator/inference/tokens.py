@@ -13,6 +13,8 @@ context). Otherwise the prefix doubles, up to the whole text.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -97,32 +99,72 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list
     return ids  # type: ignore[return-value]
 
 
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def host_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's tokenising threads, shared by the tasks it runs side by side: one first-come queue,
+    so the earliest unit is tokenised on all the cores first (the device starts after one unit's host
+    work, not after every unit in flight has shared the cores) and tasks never oversubscribe them."""
+    key = (os.getpid(), threads)  # a forked child inherits the pool but not its threads: it makes its own
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenise")
+        return _POOLS[key]
+
+
+def window_starts(n: int, window: int | None, first: int | None = None) -> list[int]:
+    """Where each window of `n` texts starts: windows of `window` texts (None: one window), or, with
+    `first`, a ramp of `first`, 2·first, 4·first … texts up to `window`."""
+    size = window or max(1, n)
+    step = min(first, size) if first else size
+    starts, start = [], 0
+    while start < n:
+        starts.append(start)
+        start += step
+        step = min(2 * step, size)
+    return starts
+
+
 def tokenize_windows(
-    tokenizer: Any, texts: Sequence[str], max_length: int, window: int | None, threads: int, timing: dict
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    window: int | None,
+    threads: int,
+    timing: dict,
+    first: int | None = None,
 ) -> Iterator[list[list[int]]]:
-    """Each window of `window` texts tokenised, in order; the next window is tokenised (in `threads`
-    host threads) while the caller runs this one. `timing["tokenise"]` adds up the host seconds."""
-    size = window or max(1, len(texts))
-    starts = list(range(0, len(texts), size))
+    """Each window of texts tokenised, in order (see `window_starts`; `first` starts a ramp of small
+    windows, so that an idle device gets its first batch after a few texts' host work); the next window
+    is tokenised (by this process's `threads` host threads, see `host_pool`) while the caller runs
+    this one. `timing["tokenise"]` adds up the host seconds."""
+    bounds = [*window_starts(len(texts), window, first), len(texts)]
     threads = max(1, threads)
 
     def encode(chunk: Sequence[str]) -> tuple[list[list[int]], float]:
         began = time.perf_counter()
         return tokenize(tokenizer, chunk, max_length), time.perf_counter() - began
 
-    def submit(pool: ThreadPoolExecutor, start: int) -> list[Future]:
-        chunk = texts[start : start + size]
+    def submit(pool: ThreadPoolExecutor, k: int) -> list[Future]:
+        chunk = texts[bounds[k] : bounds[k + 1]]
         step = -(-len(chunk) // threads)
         return [pool.submit(encode, chunk[i : i + step]) for i in range(0, len(chunk), step)]
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenise") as pool:
-        ahead = submit(pool, starts[0]) if starts else []
-        for k in range(len(starts)):
+    windows = len(bounds) - 1
+    pool = host_pool(threads)
+    ahead = submit(pool, 0) if windows else []
+    try:
+        for k in range(windows):
             current = ahead
-            ahead = submit(pool, starts[k + 1]) if k + 1 < len(starts) else []
+            ahead = submit(pool, k + 1) if k + 1 < windows else []
             rows: list[list[int]] = []
             for future in current:
                 part, seconds = future.result()
                 rows.extend(part)
                 timing["tokenise"] = timing.get("tokenise", 0.0) + seconds
             yield rows
+    finally:  # a caller that stops early (an error downstream) leaves no queued work behind
+        for future in ahead:
+            future.cancel()
