@@ -26,7 +26,7 @@ Label agreement of bf16 and int8 with float32 per family: labels (MiniLM 26-way,
 prompt task type) and the integer score of a regression head (MiniLM with one output).
 
     python scripts/bench_inference.py [--docs 2000] [--deberta-docs 200] [--threads N]
-                                      [--budgets 1024,16384] [--json F]
+                                      [--budgets 1024,16384] [--e2e-only] [--json F]
 """
 
 from __future__ import annotations
@@ -288,6 +288,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-context", action="store_true", help="skip naive batch 1 and 128")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the run.py rows")
+    parser.add_argument("--e2e-only", action="store_true", help="only the run.py rows (larger corpora)")
     parser.add_argument("--budgets", default="", help="also run the engine at these token budgets (a,b,...)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -417,7 +418,7 @@ def main() -> None:
             )
         runs: dict[str, dict] = {}
         for name, corpus, measure in plan:
-            if name in drop:
+            if name in drop or (args.e2e_only and not name.startswith("e2e")):
                 continue
             # This machine's speed drifts; each run is judged against the matmul rates measured next to it.
             before = {d: matmul_rate(args.threads, t) for d, t in DTYPES.items()}
@@ -427,7 +428,7 @@ def main() -> None:
             runs[name]["corpus"] = corpus
             torch.set_num_threads(args.threads)
 
-    base = len(texts) / runs["naive b32"]["seconds"]
+    base = len(texts) / runs["naive b32"]["seconds"] if "naive b32" in runs else None
     header = f"{'':<26}{'dtype':>18}{'docs/s':>9}{'tokens/s':>10}{'pad eff':>9}"
     header += f"{'of fp32':>9}{'own':>7}{'vs ref':>9}"
     print("\n" + header)
