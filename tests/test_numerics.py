@@ -30,7 +30,7 @@ from curator.inference.numerics import (
 from curator.models.weights import load_strict, read_safetensors
 from curator.report import summarise
 from curator.report_html import render
-from tests.conftest import DOCS, TOKENIZER_FILES
+from tests.conftest import DOCS, TOKENIZER_FILES, save_tiny_bert
 from tests.fixtures_deberta import (
     DOMAIN_LABELS,
     save_backbone,
@@ -199,6 +199,22 @@ def test_bf16_scores_keep_float32_heads(minilm_score: Path, fast: bool) -> None:
     assert full.std() > 0.01  # the texts' scores differ: a precision test on them means something
     # bf16 matmuls move the score by ~4e-4 on average here; a bf16 output alone by ~4e-3
     assert np.abs(half - full).mean() < 1.5e-3
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lean", "hf-modules"])
+def test_a_checkpoint_saved_in_bf16_keeps_a_float32_head(
+    tmp_path: Path, minilm_path: Path, fast: bool
+) -> None:
+    """A config saying bfloat16 loads the encoder in bf16; the head is float32 all the same (and runs)."""
+    folder = save_tiny_bert(tmp_path, BertForSequenceClassification, minilm_path, num_labels=1)
+    BertForSequenceClassification.from_pretrained(folder).to(torch.bfloat16).save_pretrained(folder)
+    inference = InferenceConfig(dtype="float32", fast_encoder=fast)
+    clf = RegressionClassifier("s", model=str(folder), pred_column="s", inference=inference)
+    model, _, _ = clf._runtime()
+    assert {p.dtype for p in model.model.classifier.parameters()} == {torch.float32}
+    assert torch.bfloat16 in {p.dtype for p in model.parameters()}
+    scores = np.asarray(clf.predict(score_texts(8))["s"])
+    assert np.isfinite(scores).all() and len(set(scores.tolist())) > 1
 
 
 def test_summary_json_and_report_carry_the_dtype_per_worker(

@@ -74,7 +74,7 @@ def build_sequence_model(folder: Path, allow_pickle: bool = False, fast: bool = 
             config, state, dtype
         )
         if model is not None:
-            return model
+            return float32_heads(model)  # pooler/classifier in float32 under autocast
     with skip_random_init():
         try:
             model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")

@@ -40,7 +40,6 @@ from curator.models.fast_encoder import (
     uninitialised,
 )
 from curator.models.fast_encoder import LAYER_PARTS as BERT_LAYER_PARTS
-from curator.models.precision import in_float32
 from curator.models.weights import IGNORABLE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -309,8 +308,7 @@ class FastDebertaSequenceClassifier(nn.Module):
         self.classifier = nn.Linear(self.pooler.dense.out_features, config.num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.deberta(input_ids, attention_mask, first_only=True)
-        return in_float32(lambda x: self.classifier(self.pooler(x)), hidden)  # float32 head
+        return self.classifier(self.pooler(self.deberta(input_ids, attention_mask, first_only=True)))
 
 
 LAYER_PARTS = {

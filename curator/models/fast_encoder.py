@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curator.models.precision import in_float32
 from curator.models.weights import IGNORABLE_SUFFIXES
 
 ACTIVATIONS = {
@@ -156,8 +155,7 @@ class FastSequenceClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids, attention_mask, first_only=True)
-        # the head in float32 under autocast (curator.models.precision)
-        return in_float32(lambda x: self.classifier(self.pooler(x) if self.pooler is not None else x), hidden)
+        return self.classifier(self.pooler(hidden) if self.pooler is not None else hidden)
 
 
 def supports_fast_encoder(config: Any) -> bool:

@@ -21,7 +21,7 @@ def in_float32(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> t
 
 
 class Float32(nn.Module):
-    """Wraps a head module of Hugging Face's models (after loading) so it runs in float32."""
+    """Wraps a loaded model's head module so it runs in float32."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -32,9 +32,10 @@ class Float32(nn.Module):
 
 
 def float32_heads(model: nn.Module, names: tuple[str, ...] = ("pooler", "classifier")) -> nn.Module:
-    """`model` with its top-level head modules `names` (where present) wrapped in `Float32`."""
+    """`model` (loaded) with its top-level head modules `names`, where present, in float32 weights and
+    wrapped in `Float32`: also for a checkpoint whose config loads it in bf16."""
     for name in names:
         module = getattr(model, name, None)
         if isinstance(module, nn.Module) and not isinstance(module, Float32):
-            setattr(model, name, Float32(module))
+            setattr(model, name, Float32(module.float()))
     return model
