@@ -209,14 +209,17 @@ class FastDebertaLayer(FastLayer):
         # and stays small (one product over 512 tokens was 48 MiB, written to fresh pages each batch)
         c2p, p2c = "c2p" in self.terms, "p2c" in self.terms
         out = q.new_empty((*q.shape[:3], n)) if c2p else q.new_zeros((*q.shape[:3], n))
-        flipped = index.flip(0)
         blocks = [(start, min(n, start + BLOCK)) for start in range(0, n, BLOCK)]
-        for start, end in blocks if c2p else ():  # rows start..end-1 meet distances start-(n-1)..end-1
-            positions = self.pos_key[:, flipped[n - end : 2 * n - 1 - start]]
-            out[:, :, start:end] = toeplitz(by_head(q[:, :, start:end], positions), n)
-        for start, end in blocks if p2c else ():  # after every c2p row is written: p2c adds by columns
-            positions = self.pos_query[:, index[n - end : 2 * n - 1 - start]]
-            out[..., start:end] += toeplitz(by_head(k[:, :, start:end], positions), n).transpose(-1, -2)
+        if c2p:  # the table along the 2n-1 distances once; rows start..end-1 meet start-(n-1)..end-1
+            table = self.pos_key[:, index.flip(0)]
+            for start, end in blocks:
+                positions = table[:, n - end : 2 * n - 1 - start]
+                out[:, :, start:end] = toeplitz(by_head(q[:, :, start:end], positions), n)
+        if p2c:  # after every c2p row is written: p2c adds by columns
+            table = self.pos_query[:, index]
+            for start, end in blocks:
+                positions = table[:, n - end : 2 * n - 1 - start]
+                out[..., start:end] += toeplitz(by_head(k[:, :, start:end], positions), n).transpose(-1, -2)
         return out
 
     def forward(
