@@ -26,7 +26,8 @@ from curator.config import ClusterConfig, Config
 from curator.errors import ConfigError, UserError
 from curator.execution import run_distributed, run_sync
 from curator.filters import build_filter
-from curator.inference.engine import units_in_flight
+from curator.inference.engine import resolve_autocast, resolve_device, units_in_flight
+from curator.inference.numerics import numerics_label
 from curator.io.files import InputFile, discover, expand_entries
 from curator.io.gpu import partition_reader
 from curator.io.guard import check_names, check_overlap
@@ -177,6 +178,18 @@ def model_commit(model: str | None, revision: str | None) -> str | None:
     return folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
 
 
+def auto_dtype_on_cpu(cfg: Config) -> str | None:
+    """What `inference.dtype=auto` computes in here, where that depends on the CPU: bf16 on one with native
+    bf16 (AMX, AVX512-BF16), float32 elsewhere. Only for CPU workers on this machine (local, sync); None
+    for float32 (what earlier versions computed, so their folders keep their fingerprint) and for
+    clusters elsewhere, whose CPUs are not known before they start (set inference.dtype there)."""
+    if cfg.inference.dtype != "auto" or cfg.cluster.kind not in ("local", "sync"):
+        return None
+    device = resolve_device(cfg.inference.device)
+    autocast = resolve_autocast("auto", device, cfg.inference.quantize) if device.type == "cpu" else None
+    return numerics_label(autocast, None) if autocast is not None else None
+
+
 def run_settings(cfg: Config) -> dict[str, Any]:
     """What decides the outputs' content, hashed into the manifest's fingerprint.
 
@@ -197,6 +210,8 @@ def run_settings(cfg: Config) -> dict[str, Any]:
             "dtype": cfg.inference.dtype,
             "quantize": cfg.inference.quantize,
             "fast_encoder": cfg.inference.fast_encoder,
+            # a resume on a CPU where auto resolves otherwise would mix bf16 and float32 rows: refused
+            **({"auto_dtype_on_cpu": auto} if (auto := auto_dtype_on_cpu(cfg)) else {}),
         },
         "filter": _plain(cfg.filter),
         "output_format": cfg.output.format,

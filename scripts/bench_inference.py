@@ -10,7 +10,8 @@ weights (random 26-way head):
   prefetch, with Hugging Face's modules instead of the fast BERT forward, and at other token budgets
   with --budgets);
 - end to end: `python run.py` (read → classify → write) on the same corpus as JSONL files, with
-  `inference.dtype=float32` and with the default `auto` (bf16 where the CPU has native bf16);
+  `inference.dtype=float32` and with the default `auto` (bf16 where the CPU has native bf16), with a
+  worker process (the default) and with a thread worker (no worker start-up: imports, model load);
 - DeBERTa (`--deberta-docs`, 0 to skip): a deberta-v3-base-shaped domain classifier (12 layers,
   hidden 768, 12 heads, relative attention with 256 position buckets; random weights, the vocabulary
   cut to MiniLM's tokenizer, which changes no compute) on the first documents of the same corpus:
@@ -25,7 +26,7 @@ Label agreement of bf16 and int8 with float32 per family: labels (MiniLM 26-way,
 prompt task type) and the integer score of a regression head (MiniLM with one output).
 
     python scripts/bench_inference.py [--docs 2000] [--deberta-docs 200] [--threads N]
-                                      [--budgets 1024,16384] [--json F]
+                                      [--budgets 1024,16384] [--e2e-only] [--json F]
 """
 
 from __future__ import annotations
@@ -287,6 +288,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-context", action="store_true", help="skip naive batch 1 and 128")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the run.py rows")
+    parser.add_argument("--e2e-only", action="store_true", help="only the run.py rows (larger corpora)")
     parser.add_argument("--budgets", default="", help="also run the engine at these token budgets (a,b,...)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -354,6 +356,11 @@ def main() -> None:
             plan += [
                 ("e2e fp32 (run.py)", "minilm", lambda: e2e("inference.dtype=float32")),
                 ("e2e auto (run.py)", "minilm", lambda: e2e()),
+                (
+                    "e2e fp32, thread worker",
+                    "minilm",
+                    lambda: e2e("inference.dtype=float32", "cluster.processes=false"),
+                ),
                 ("e2e auto, thread worker", "minilm", lambda: e2e("cluster.processes=false")),
             ]
         if args.deberta_docs:
@@ -411,7 +418,7 @@ def main() -> None:
             )
         runs: dict[str, dict] = {}
         for name, corpus, measure in plan:
-            if name in drop:
+            if name in drop or (args.e2e_only and not name.startswith("e2e")):
                 continue
             # This machine's speed drifts; each run is judged against the matmul rates measured next to it.
             before = {d: matmul_rate(args.threads, t) for d, t in DTYPES.items()}
@@ -421,7 +428,7 @@ def main() -> None:
             runs[name]["corpus"] = corpus
             torch.set_num_threads(args.threads)
 
-    base = len(texts) / runs["naive b32"]["seconds"]
+    base = len(texts) / runs["naive b32"]["seconds"] if "naive b32" in runs else None
     header = f"{'':<26}{'dtype':>18}{'docs/s':>9}{'tokens/s':>10}{'pad eff':>9}"
     header += f"{'of fp32':>9}{'own':>7}{'vs ref':>9}"
     print("\n" + header)
@@ -477,6 +484,7 @@ def main() -> None:
             print(f"  max |Δp| {a} vs {b}: {float(np.abs(runs[a]['probs'] - runs[b]['probs']).max()):.4f}")
     ratios = {
         "minilm e2e auto / e2e fp32": ("e2e fp32 (run.py)", "e2e auto (run.py)"),
+        "minilm e2e, thread worker, auto / fp32": ("e2e fp32, thread worker", "e2e auto, thread worker"),
         "minilm engine bf16 / fp32": ("engine", "engine bf16"),
         "deberta lean fp32 / HF fp32": ("deberta HF fp32", "deberta lean fp32"),
         "deberta lean bf16 / HF fp32": ("deberta HF fp32", "deberta lean bf16"),
@@ -485,11 +493,14 @@ def main() -> None:
     print("\nspeed-ups (same run):")
     for what, (slow, fast) in ratios.items():
         if slow in runs and fast in runs:
-            print(f"  {what:<36}{runs[slow]['seconds'] / runs[fast]['seconds']:.2f}x")
-    if "e2e auto (run.py)" in runs:
-        e2e_run = runs["e2e auto (run.py)"]
+            print(f"  {what:<40}{runs[slow]['seconds'] / runs[fast]['seconds']:.2f}x")
+    e2e_names = [name for name in runs if name.startswith("e2e")]
+    if e2e_names:
+        print("\nend to end (the rest of pipeline.run: worker start-up, reading, writing):")
+    for name in e2e_names:
+        e2e_run = runs[name]
         print(
-            f"\nend to end (auto): {e2e_run['wall_seconds']:.1f} s wall for run.py, "
+            f"  {name}: {e2e_run['wall_seconds']:.1f} s wall for run.py, "
             f"{e2e_run['seconds']:.1f} s in pipeline.run, "
             f"{e2e_run['worker_classify_seconds']:.1f} s classifying on the worker"
         )

@@ -93,6 +93,27 @@ def test_autocast_is_bf16_on_cuda_and_off_on_cpu() -> None:
     assert resolve_autocast("auto", CPU) is None
 
 
+def test_autocast_casts_the_weights_once_per_run_not_per_batch() -> None:
+    """Under bf16 autocast every batch casts its activations, but the weights' casts are kept for the run
+    (under inference_mode torch re-casts every weight on every call)."""
+    torch.manual_seed(0)
+    embed, linear = torch.nn.Embedding(100, 16), torch.nn.Linear(16, 16)
+
+    def forward(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = linear(embed(input_ids))
+        assert out.dtype == torch.bfloat16
+        return out.sum(1)
+
+    plan = BatchPlan(token_budget=64, max_rows=4, autocast=torch.bfloat16)
+    stats = RunStats()
+    with torch.profiler.profile(record_shapes=True) as prof:
+        run_batches(rows(40), forward, plan, pad_id=0, device=CPU, stats=stats)
+    casts = [e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes]
+    assert stats.batches >= 10
+    assert len(casts) > stats.batches  # each batch's activations are cast
+    assert sum(e.input_shapes[0] == [16, 16] for e in casts) == 1  # the weight: once
+
+
 def test_crossfit_engine_fails_clearly_without_a_gpu() -> None:
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         check_engine(InferenceConfig(engine="crossfit"))

@@ -4,16 +4,19 @@ backend, and the dtype a run used, as the engine reports it."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers import BertConfig, BertForSequenceClassification
 
 from curator import pipeline
 from curator.classifiers.mixin import MixinClassifier
 from curator.classifiers.prompt_task import PromptTaskComplexityClassifier
+from curator.classifiers.sequence import RegressionClassifier
 from curator.columns import STATS_ATTR
 from curator.config import InferenceConfig
 from curator.inference.engine import resolve_autocast
@@ -24,9 +27,10 @@ from curator.inference.numerics import (
     cpu_numerics,
     numerics_label,
 )
+from curator.models.weights import load_strict, read_safetensors
 from curator.report import summarise
 from curator.report_html import render
-from tests.conftest import DOCS
+from tests.conftest import DOCS, TOKENIZER_FILES, save_tiny_bert
 from tests.fixtures_deberta import (
     DOMAIN_LABELS,
     save_backbone,
@@ -153,6 +157,64 @@ def test_bf16_prompt_scores_agree_with_float32(deberta_ckpts: dict[str, Path]) -
     score = "prompt_complexity_score"
     np.testing.assert_allclose(half[score], full[score], atol=BF16_PROB_ATOL)
     assert half.attrs[STATS_ATTR]["c"]["dtype"] == "bfloat16"
+
+
+@pytest.fixture(scope="module")
+def minilm_score(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
+    """A FineWeb-shaped regression head (std 0.1, bias 2.5: scores near the 2.5 rounding boundary) on
+    the real MiniLM encoder: bf16's rounding of the score itself would show there."""
+    folder = tmp_path_factory.mktemp("minilm-score")
+    config = BertConfig.from_pretrained(minilm_path, num_labels=1, problem_type="regression")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    load_strict(model.bert, read_safetensors(minilm_path))
+    torch.nn.init.normal_(model.classifier.weight, std=0.1)
+    torch.nn.init.constant_(model.classifier.bias, 2.5)
+    model.save_pretrained(folder, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_path / name, folder / name)
+    return folder
+
+
+def score_texts(n: int = 48) -> list[str]:
+    """Web-like texts of 5 to 120 words drawn from the look-alike documents' words."""
+    words = " ".join(text for _, text in DOCS).split()
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(words, size=rng.integers(5, 120))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lean", "hf-modules"])
+def test_bf16_scores_keep_float32_heads(minilm_score: Path, fast: bool) -> None:
+    """Under bf16 the encoder's matmuls run in bf16 but the head in float32: the score is not cut to
+    bf16's 8 significant bits (steps of 1/64 at 2.5, which flipped 4.5% of the bench's integer scores)."""
+
+    def scores(dtype: str) -> np.ndarray:
+        inference = InferenceConfig(dtype=dtype, fast_encoder=fast)
+        clf = RegressionClassifier("s", model=str(minilm_score), pred_column="s", inference=inference)
+        return np.asarray(clf.predict(score_texts())["s"], dtype=np.float32)
+
+    half, full = scores("bfloat16"), scores("float32")
+    on_bf16_grid = torch.from_numpy(half).bfloat16().float().numpy() == half
+    assert on_bf16_grid.mean() < 0.2  # a float32 score lands on the bf16 grid only by chance
+    assert full.std() > 0.01  # the texts' scores differ: a precision test on them means something
+    # bf16 matmuls move the score by ~4e-4 on average here; a bf16 output alone by ~4e-3
+    assert np.abs(half - full).mean() < 1.5e-3
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lean", "hf-modules"])
+def test_a_checkpoint_saved_in_bf16_keeps_a_float32_head(
+    tmp_path: Path, minilm_path: Path, fast: bool
+) -> None:
+    """A config saying bfloat16 loads the encoder in bf16; the head is float32 all the same (and runs)."""
+    folder = save_tiny_bert(tmp_path, BertForSequenceClassification, minilm_path, num_labels=1)
+    BertForSequenceClassification.from_pretrained(folder).to(torch.bfloat16).save_pretrained(folder)
+    inference = InferenceConfig(dtype="float32", fast_encoder=fast)
+    clf = RegressionClassifier("s", model=str(folder), pred_column="s", inference=inference)
+    model, _, _ = clf._runtime()
+    assert {p.dtype for p in model.model.classifier.parameters()} == {torch.float32}
+    assert torch.bfloat16 in {p.dtype for p in model.parameters()}
+    scores = np.asarray(clf.predict(score_texts(8))["s"])
+    assert np.isfinite(scores).all() and len(set(scores.tolist())) > 1
 
 
 def test_summary_json_and_report_carry_the_dtype_per_worker(

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from curator import pipeline
+from curator.inference.numerics import FEATURES_ENV
 from curator.io.manifest import MANIFEST
 from tests.conftest import DOCS, write_jsonl
 
@@ -131,6 +132,27 @@ def test_a_changed_config_is_detected_and_can_overwrite(resume_config, tmp_path:
         pipeline.run(resume_config(out, "filter.keep=[Sports]", "output.mode=error"))
     with pytest.raises(ValueError, match=r"output\.mode='later'"):
         pipeline.run(resume_config(out, "output.mode=later"))
+
+
+def test_dtype_auto_resumes_only_on_the_same_kind_of_cpu(
+    resume_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`auto` is bf16 on a CPU with AMX and float32 without: a folder begun on one is not continued in the
+    other's numerics (CURATOR_CPU_FEATURES stands in for the two machines)."""
+    out = str(tmp_path / "out")
+    monkeypatch.setenv(FEATURES_ENV, "amx_bf16,amx_int8,avx512_bf16")
+    first = pipeline.run(resume_config(out))
+    assert first["classifiers"]["zero_shot_domain"]["dtype"] == "bfloat16"
+    monkeypatch.setenv(FEATURES_ENV, "none")  # the same folder on a CPU without native bf16
+    with pytest.raises(ValueError, match=r"inference\.auto_dtype_on_cpu: 'bfloat16' -> None"):
+        pipeline.run(resume_config(out))
+    explicit = pipeline.run(resume_config(str(tmp_path / "fp32"), "inference.dtype=float32"))
+    monkeypatch.setenv(FEATURES_ENV, "amx_bf16")  # an explicit dtype means the same everywhere
+    assert set(pipeline.run(resume_config(str(tmp_path / "fp32"), "inference.dtype=float32"))["units"]) == {
+        "skipped"
+    }
+    assert explicit["fingerprint"] != first["fingerprint"]
+    assert set(pipeline.run(resume_config(out))["units"]) == {"skipped"}  # back on an AMX machine
 
 
 def test_a_changed_input_is_redone_and_its_old_parts_removed(resume_config, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from curator.classifiers.embedding import EmbeddingModel, SentenceEncoderClassifier
 from curator.config import ClassifierConfig
 from curator.errors import ConfigError
+from curator.models.precision import in_float32
 
 WEIGHTS, SPEC = "head.safetensors", "head.json"
 FORMAT = "curator-head"
@@ -76,7 +77,7 @@ def load_head(folder: str | Path) -> tuple[HeadSpec, torch.nn.Sequential]:
 
 def head_outputs(head: torch.nn.Module, embeddings: torch.Tensor, kind: str) -> torch.Tensor:
     """Class probabilities (softmax) or the regression score, from embeddings."""
-    logits = head(embeddings)
+    logits = in_float32(head, embeddings)  # float32 under autocast (curator.models.precision)
     return torch.softmax(logits, dim=-1) if kind == "classification" else logits[:, 0]
 
 

@@ -22,6 +22,7 @@ from curator.errors import ConfigError
 from curator.models.encoder import load_tokenizer
 from curator.models.fast_deberta import FastDebertaSequenceClassifier, fast_deberta_sequence_classifier
 from curator.models.fast_encoder import FastSequenceClassifier, fast_sequence_classifier
+from curator.models.precision import float32_heads
 from curator.models.weights import load_strict, read_safetensors, skip_random_init
 
 
@@ -73,14 +74,14 @@ def build_sequence_model(folder: Path, allow_pickle: bool = False, fast: bool = 
             config, state, dtype
         )
         if model is not None:
-            return model
+            return float32_heads(model)  # pooler/classifier in float32 under autocast
     with skip_random_init():
         try:
             model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
         except (ValueError, ImportError):  # architectures without SDPA support (the try set it in config)
             model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
     load_strict(model, state)
-    return model.eval()
+    return float32_heads(model).eval()  # pooler/classifier in float32 under autocast
 
 
 @dataclass

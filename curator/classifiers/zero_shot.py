@@ -16,6 +16,7 @@ from curator.classifiers.examples import file_digest, inline_problems, read_exam
 from curator.config import ClassifierConfig, LabelConfig
 from curator.errors import ConfigError
 from curator.models.hub import resolve_model
+from curator.models.precision import in_float32
 from curator.validate import positive
 
 __all__ = ["ZeroShotClassifier", "ZeroShotConfig", "ZeroShotModel", "mean_pool", "prototypes"]
@@ -30,7 +31,8 @@ class ZeroShotModel(EmbeddingModel):
         self.temperature = temperature
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        similarity = self.embed(input_ids, attention_mask) @ self.label_embeddings.T
+        # float32 under autocast: a small temperature multiplies bf16's rounding of the cosines
+        similarity = in_float32(lambda x: x @ self.label_embeddings.T, self.embed(input_ids, attention_mask))
         return torch.softmax(similarity / self.temperature, dim=-1)
 
 

@@ -311,10 +311,13 @@ def run_batches(
         if plan.autocast
         else contextlib.nullcontext()
     )
+    # autocast keeps its casts of the weights for the whole run only outside inference mode; under
+    # inference_mode it casts every weight again on every call (torch 2.13: ~10% of a bf16 MiniLM batch)
+    no_grad = torch.no_grad() if plan.autocast else torch.inference_mode()
     turns = device_turns(plan.device_key or str(device))
     fetch = _Fetcher(device)
     executor = ThreadPoolExecutor(max_workers=1) if plan.prefetch else _Inline()
-    with executor, torch.inference_mode(), autocast:
+    with executor, no_grad, autocast:
         start = 0
         end = next_batch_end(planned, start, budget, plan.max_rows) if n else 0
         pending = executor.submit(prepare, start, end) if n else None

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 from curator.errors import ConfigError
 from curator.models.fast_deberta import FastDebertaEncoder, lean_deberta
 from curator.models.hub import ModelNotAvailableError
+from curator.models.precision import in_float32
 from curator.models.weights import load_strict, read_safetensors, skip_random_init
 
 # Backbones the published classifiers name, keyed in lower case (hub ids are case-insensitive).
@@ -114,8 +115,8 @@ class MixinDeberta(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = hidden_states(self.model, input_ids, attention_mask, first_only=True)
-        logits = self.fc(self.dropout(hidden[:, 0, :]))  # the head only ever reads the first token
-        return torch.softmax(logits.float(), dim=-1)
+        logits = in_float32(lambda x: self.fc(self.dropout(x)), hidden[:, 0, :])  # first token, float32
+        return torch.softmax(logits, dim=-1)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -146,8 +147,8 @@ class MultiHeadDeberta(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = hidden_states(self.backbone, input_ids, attention_mask)  # mean pooling reads every token
         pooled = mean_pool(hidden, attention_mask)
-        heads = [getattr(self, f"head_{i}").fc(pooled) for i in range(len(self.sizes))]
-        return torch.cat([torch.softmax(logits.float(), dim=-1) for logits in heads], dim=-1)
+        heads = [in_float32(getattr(self, f"head_{i}").fc, pooled) for i in range(len(self.sizes))]
+        return torch.cat([torch.softmax(logits, dim=-1) for logits in heads], dim=-1)
 
 
 def _built(
