@@ -142,7 +142,7 @@ class InferenceConfig:
     )
     # tasks a worker runs at once (each holds its units in memory): while one has the device, the others
     # read, tokenise, post-process and write; batches take turns on the one device. 1: the serial path;
-    # None: 2 on a GPU (or the simulated one), 1 on CPU, where host work would take the model's cores
+    # None: 3 on a GPU (or the simulated one), 1 on CPU, where host work would take the model's cores
     units_in_flight: int | None = None
     # documents tokenised, length-sorted and batched together inside a unit: the device starts on the
     # first window while the next ones are tokenised; null: the whole unit is one window

@@ -184,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=6000)
     parser.add_argument("--files", type=int, default=12)
-    parser.add_argument("--in-flight", type=int, default=2, help="inference.units_in_flight side by side")
+    parser.add_argument("--in-flight", type=int, default=3, help="inference.units_in_flight side by side")
     parser.add_argument("--skip-workers", action="store_true", help="skip the two-worker comparison")
     parser.add_argument(
         "--cuda", action="store_true", help="a real GPU: MiniLM zero-shot, busy from CUDA events"

@@ -103,11 +103,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def units_in_flight(inference: Any) -> int:
-    """Tasks a worker runs side by side: as configured, else 2 where the model runs on a device of its
+    """Tasks a worker runs side by side: as configured, else 3 where the model runs on a device of its
     own (CUDA, simulated) and 1 on CPU, where the host work would only take the model's cores."""
     if inference.units_in_flight:
         return inference.units_in_flight
-    return 2 if inference.device == "simulated" or resolve_device(inference.device).type == "cuda" else 1
+    return 3 if inference.device == "simulated" or resolve_device(inference.device).type == "cuda" else 1
 
 
 def resolve_autocast(
