@@ -460,6 +460,8 @@ def test_where_processes_cannot_start_the_api_starts_threads_and_says_so_once(
 
 def test_the_caller_s_dask_settings_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     as_main(monkeypatch, "<stdin>")
+    with ensure_client() as kept:  # the API's own cluster, kept: the caller's later settings still win
+        assert kept is not None
     for scheduler in ("synchronous", "threads"):
         with dask.config.set(scheduler=scheduler), ensure_client() as client:
             assert client is None  # no cluster started: dask.compute uses the setting

@@ -15,7 +15,7 @@ from typing import Any
 import dask
 from distributed import Client, default_client
 
-from curator.cluster.api_choice import api_cluster
+from curator.cluster.api_choice import api_cluster, caller_chose
 from curator.cluster.base import Starter, dashboard, given
 from curator.cluster.jobs import NoWorkersError, keep_jobs
 from curator.cluster.local import start_local
@@ -135,7 +135,7 @@ def ensure_client(cfg: ClusterConfig | None = None) -> Iterator[Client | None]:
         yield current
         return
     kept = _KEPT.get("client")
-    if cfg is None and kept is not None and kept.status == "running":
+    if cfg is None and kept is not None and kept.status == "running" and not caller_chose():
         with kept.as_current():
             yield kept
         return

@@ -162,6 +162,13 @@ def report(choice: Choice) -> None:
     )
 
 
+def caller_chose() -> bool:
+    """Whether the caller set a Dask scheduler or a scheduler address (which win over the API's cluster)."""
+    scheduler = dask.config.get("scheduler", None)
+    own = scheduler is not None and scheduler not in ("dask.distributed", "distributed")
+    return own or bool(dask.config.get("scheduler-address", None))
+
+
 def api_cluster() -> ClusterConfig | None:
     """The cluster the API starts when there is no client; None where the caller set a Dask scheduler."""
     scheduler = dask.config.get("scheduler", None)
