@@ -458,6 +458,26 @@ def test_where_processes_cannot_start_the_api_starts_threads_and_says_so_once(
         default_client()  # never the default client: the caller's own Client would not be replaced
 
 
+def test_two_threads_calling_the_api_at_once_share_one_kept_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    as_main(monkeypatch, "<stdin>")
+    addresses: list[str] = []
+    gate = threading.Barrier(2)
+
+    def call() -> None:
+        gate.wait()
+        with ensure_client() as client:
+            addresses.append(client.scheduler.address)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(addresses) == 2 and addresses[0] == addresses[1]
+
+
 def test_the_caller_s_dask_settings_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     as_main(monkeypatch, "<stdin>")
     with ensure_client() as kept:  # the API's own cluster, kept: the caller's later settings still win

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,6 +120,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
 
 
 _KEPT: dict[str, Any] = {}  # the Python API's own local cluster and client, kept for the process
+_KEEP_LOCK = threading.Lock()  # two threads calling the API at once start one cluster
 
 
 @contextlib.contextmanager
@@ -148,12 +150,22 @@ def ensure_client(cfg: ClusterConfig | None = None) -> Iterator[Client | None]:
         with connect(cfg) as client:
             yield client
         return
-    with _keep_local(cfg).as_current():
-        yield _KEPT["client"]
+    client = _keep_local(cfg)
+    with client.as_current():
+        yield client
 
 
 def _keep_local(cfg: ClusterConfig) -> Client:
-    """Start the API's local cluster and keep it; at exit, close it before Dask's own clean-up runs."""
+    """The API's kept local cluster, started now unless another thread just did; at exit, it is closed
+    before Dask's own clean-up runs."""
+    with _KEEP_LOCK:
+        kept = _KEPT.get("client")
+        if kept is not None and kept.status == "running":
+            return kept
+        return _start_kept(cfg)
+
+
+def _start_kept(cfg: ClusterConfig) -> Client:
     cluster, threads = start_local(cfg)
     client = Client(cluster, set_as_default=False)
     client.register_plugin(TorchThreads(threads))
