@@ -20,7 +20,7 @@ from curator.classifiers.aegis_reply import prompt_layout, raw_reply, shared_pre
 from curator.classifiers.instruction_data_guard import InstructionDataGuardClassifier
 from curator.config import InferenceConfig
 from curator.errors import ConfigError
-from curator.inference.engine import pad_batch, tokenize
+from curator.inference.engine import pad_batch
 from curator.inference.generation import FastReply, GreedyReply
 from curator.inference.kv_cache import prefilled_cache
 from curator.inference.memory import (
@@ -29,6 +29,7 @@ from curator.inference.memory import (
     llm_bytes_per_token,
     llm_weight_bytes,
 )
+from curator.inference.tokens import tokenize
 from curator.models.llm import load_llm_tokenizer
 from tests.conftest import write_jsonl
 from tests.fixtures_llm import (

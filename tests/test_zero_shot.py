@@ -8,7 +8,8 @@ import torch
 
 from curator.classifiers.zero_shot import ZeroShotClassifier
 from curator.config import InferenceConfig
-from curator.inference.engine import BatchPlan, run_batches, tokenize
+from curator.inference.engine import BatchPlan, run_batches
+from curator.inference.tokens import tokenize
 from tests.conftest import DOCS, MINILM, compose_config
 
 

@@ -33,9 +33,10 @@ from curator.classifiers.llama_guard import (
     LlamaGuardConfig,
 )
 from curator.errors import ConfigError
-from curator.inference.engine import RunStats, run_batches, tokenize
+from curator.inference.engine import RunStats, run_batches
 from curator.inference.generation import FastReply, GreedyReply, bits_float
 from curator.inference.kv_cache import supports_prefix_cache
+from curator.inference.tokens import tokenize
 from curator.validate import at_least, choice
 
 SCORE_COLUMN = "aegis_unsafe_prob"

@@ -12,7 +12,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from curator.classifiers.aegis_prompt import format_aegis, settled_label
-from curator.inference.engine import tokenize
+from curator.inference.tokens import tokenize
 
 # Documents whose prompts show which leading tokens every prompt shares (the prefix worth caching).
 PREFIX_PROBES = ["", "x", " ", "\n", "User", ": x", "[/INST]", "日本語", "🦓 zebra", "0", "\t"]

@@ -21,7 +21,7 @@ from curator.inference.engine import (
     BatchPlan,
     RunStats,
     check_engine,
-    device_turns,
+    plan_turns,
     quantize_int8,
     resolve_autocast,
     resolve_device,
@@ -328,7 +328,7 @@ class DistributedDataClassifier:
         the device is busy; on the CPU the host work shares the model's cores anyway)."""
         if device.type == "cpu" and self.inference.device != "simulated":
             return None
-        return RAMP_FIRST_WINDOW if device_turns(plan.device_key or str(device)).cold() else None
+        return RAMP_FIRST_WINDOW if plan_turns(plan, device).cold() else None
 
     def host_threads(self) -> int:
         """Threads that tokenise: the configured number, else the worker's share of the cores."""

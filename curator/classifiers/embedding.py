@@ -17,7 +17,8 @@ from transformers import AutoConfig
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.config import ClassifierConfig
-from curator.inference.engine import BatchPlan, run_batches, tokenize
+from curator.inference.engine import BatchPlan, run_batches
+from curator.inference.tokens import tokenize
 from curator.models.encoder import load_encoder, load_tokenizer
 from curator.models.fast_encoder import FastEncoder
 from curator.models.hub import resolve_model

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from curator.errors import ConfigError
-from curator.inference import tokens
 from curator.inference.batching import length_order, next_batch_end
 from curator.inference.numerics import CpuNumerics, cpu_autocast, cpu_numerics
 
@@ -93,6 +92,11 @@ def device_turns(key: str) -> DeviceTurns:
         return _DEVICES.setdefault(f"{os.getpid()}:{key}", DeviceTurns())
 
 
+def plan_turns(plan: BatchPlan, device: torch.device) -> DeviceTurns:
+    """The turns of the device a plan's batches run on (its `device_key`, else the device itself)."""
+    return device_turns(plan.device_key or str(device))
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' means CUDA when there is one, else the CPU; the simulated device runs (sleeps) on the CPU."""
     if device == "simulated":
@@ -161,12 +165,6 @@ def quantize_int8(
         # torch marks eager dynamic quantisation deprecated in favour of torchao
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated to `max_length`, unpadded (padding happens per batch); long texts
-    from a prefix where that gives the same ids (curator.inference.tokens)."""
-    return tokens.tokenize(tokenizer, texts, max_length)
 
 
 def pad_batch(ids: Sequence[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +312,7 @@ def run_batches(
     # autocast keeps its casts of the weights for the whole run only outside inference mode; under
     # inference_mode it casts every weight again on every call (torch 2.13: ~10% of a bf16 MiniLM batch)
     no_grad = torch.no_grad() if plan.autocast else torch.inference_mode()
-    turns = device_turns(plan.device_key or str(device))
+    turns = plan_turns(plan, device)
     fetch = _Fetcher(device)
     executor = ThreadPoolExecutor(max_workers=1) if plan.prefetch else _Inline()
     with executor, no_grad, autocast:
