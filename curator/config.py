@@ -128,7 +128,9 @@ class InferenceConfig:
     # auto | cpu | cuda | cuda:N | simulated (a stand-in GPU for tests and benchmarks: each batch takes
     # padded tokens / simulated_tokens_per_s seconds with the GIL released; outputs a hash of the ids)
     device: str = "auto"
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+    # auto (bf16 autocast on CUDA, and on CPUs with native bf16 such as AMX; float32 on other CPUs)
+    # | float32 | bfloat16 | float16
+    dtype: str = "auto"
     # rows x padded length per batch; None: a cache-sized budget for encoders on CPU (16384 for LLMs),
     # from free memory on CUDA
     token_budget: int | None = None

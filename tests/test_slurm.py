@@ -38,6 +38,14 @@ def slurm_run(partition: str, *overrides: str) -> list[str]:
     return [sys.executable, str(ROOT / "run.py"), *small, *overrides]
 
 
+def run_on_slurm(partition: str, cwd: Path, *overrides: str, timeout: float) -> subprocess.CompletedProcess:
+    """`slurm_run` in `cwd` until it ends, its output captured."""
+    command = slurm_run(partition, *overrides)
+    return subprocess.run(
+        command, cwd=cwd, env=curator_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
 def job_ids(log_text: str, event: str) -> list[str]:
     """SLURM job ids the run logged for an event (submitted, started, ended)."""
     return re.findall(rf"SLURM job (\d+) {event}", log_text)
@@ -176,16 +184,15 @@ def test_cluster_slurm_end_to_end_without_the_token_in_any_file(
     slurm: str, docs_dir: Path, tiny_model: str, tmp_path: Path
 ) -> None:
     out, logs = tmp_path / "out", tmp_path / "worker-logs"
-    command = slurm_run(
+    done = run_on_slurm(
         slurm,
+        tmp_path,
         f"cluster.log_directory={logs}",
         f"dataset.path={docs_dir}",
         "dataset.name=tiny",
         tiny_model,
         f"output.path={out}",
-    )
-    done = subprocess.run(
-        command, cwd=tmp_path, env=curator_env(), capture_output=True, text=True, timeout=300
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "_summary.json").read_text())
@@ -279,17 +286,16 @@ def test_a_worker_job_cancelled_mid_run_is_replaced_and_every_record_is_written_
 def test_a_run_whose_worker_job_never_starts_stops_and_says_how_to_resume(
     slurm: str, docs_dir: Path, tiny_model: str, tmp_path: Path
 ) -> None:
-    command = slurm_run(
+    done = run_on_slurm(
         slurm,
+        tmp_path,
         "cluster.job_extra_directives=['--begin=now+3600']",  # queued, never running during the test
         "cluster.no_worker_timeout=4",
         f"dataset.path={docs_dir}",
         "dataset.name=tiny",
         tiny_model,
         f"output.path={tmp_path / 'out'}",
-    )
-    done = subprocess.run(
-        command, cwd=tmp_path, env=curator_env(), capture_output=True, text=True, timeout=120
+        timeout=120,
     )
     assert done.returncode == 2, done.stderr[-3000:]
     text = run_log(tmp_path)
