@@ -34,6 +34,7 @@ from curator.io.guard import check_names, check_overlap
 from curator.io.lock import own_output
 from curator.io.manifest import SUMMARY, Manifest, open_manifest, remove_temporaries, signature
 from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
+from curator.io.paths import absolute
 from curator.io.readers import read_file
 from curator.io.schema import attribute_schema, plan_schema, settle_schema
 from curator.io.writers import OutputTarget, atomic_write
@@ -57,15 +58,13 @@ def mix_source(cfg: Config) -> str | None:
     """task=mix: the attribute folder (absolute for local paths); None for classify runs."""
     if cfg.task != "mix" or not cfg.mix.attributes:
         return None
-    path = str(cfg.mix.attributes)
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+    return absolute(str(cfg.mix.attributes))
 
 
 def output_path(cfg: Config) -> str:
     """The data folder: configured, or derived from dataset + classifiers (no timestamp: reruns resume)."""
     if cfg.output.path:
-        path = str(cfg.output.path)
-        return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+        return absolute(str(cfg.output.path))
     name = "+".join(cfg.classifier) + ("-mixed" if cfg.task == "mix" else "")
     return os.path.abspath(os.path.join("outputs", "data", cfg.dataset.name, name))
 

@@ -12,6 +12,11 @@ import fsspec
 Options = Mapping[str, Any] | None  # fsspec storage options (dataset./output.storage_options)
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (`~` expanded); URLs unchanged."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
 def url_to_fs(url: str, options: Options = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem of a path or URL, built with the storage options (endpoints, ...), and the path."""
     return fsspec.core.url_to_fs(url, **dict(options or {}))

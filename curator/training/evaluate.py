@@ -12,6 +12,7 @@ import pandas as pd
 from curator.classifiers.registry import build_classifiers
 from curator.config import Config
 from curator.errors import ConfigError
+from curator.io.paths import absolute
 from curator.training import runs
 from curator.training.metrics import classification_metrics, regression_metrics
 from curator.training.report import finish
@@ -38,7 +39,7 @@ def run_evaluate(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     data = cfg.evaluate.data or cfg.dataset.path
     name = "+".join(cfg.classifier)
-    root = runs.absolute(cfg.output.path or os.path.join("outputs", "evaluate", cfg.dataset.name, name))
+    root = absolute(cfg.output.path or os.path.join("outputs", "evaluate", cfg.dataset.name, name))
     run = pipeline.run(runs.inner_config(cfg, data, root, cfg.classifier))
     frame = runs.read_outputs(root, cfg.output.storage_options)
     classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import posixpath
 from typing import Any
 
@@ -19,11 +18,6 @@ from curator.io.manifest import SUMMARY
 from curator.io.paths import url_to_fs
 
 EMBEDDING = "curator_embedding"  # the embedding column of task=train's cached embeddings
-
-
-def absolute(path: str) -> str:
-    """A local path made absolute (URLs unchanged)."""
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 def inner_config(cfg: Config, data: Any, root: str, classifiers: dict[str, ClassifierConfig]) -> Config:

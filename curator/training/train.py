@@ -19,6 +19,7 @@ import torch
 
 from curator.classifiers.head import HeadSpec
 from curator.config import Config, TrainConfig
+from curator.io.paths import absolute
 from curator.training import runs
 from curator.training.fit import fit_head, predict, save_head, split
 from curator.training.metrics import classification_metrics, regression_metrics
@@ -105,14 +106,14 @@ def run_train(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
 
     started, t = time.perf_counter(), cfg.train
     data = t.data or cfg.dataset.path
-    root = runs.absolute(cfg.output.path or os.path.join("outputs", "train", str(t.name)))
+    root = absolute(cfg.output.path or os.path.join("outputs", "train", str(t.name)))
     inner = runs.inner_config(cfg, data, root, {"embed": runs.embedding_classifier(cfg)})
     embedded = pipeline.run(inner)
     rows = runs.labelled_rows(
         runs.read_outputs(root, cfg.output.storage_options), t.label_field, cfg.dataset.id_field
     )
     trained = train_head(rows, t, t.label_field)
-    output = Path(runs.absolute(t.output))
+    output = Path(absolute(t.output))
     folder = output / str(t.name)
     summary: dict[str, Any] = {
         "task": "train",
