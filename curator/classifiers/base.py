@@ -21,6 +21,7 @@ from curator.inference.engine import (
     BatchPlan,
     RunStats,
     check_engine,
+    own_device,
     plan_turns,
     quantize_int8,
     resolve_autocast,
@@ -313,10 +314,7 @@ class DistributedDataClassifier:
             max_rows=self.batch_size,
             sort=self.inference.sort,
             autocast=resolve_autocast(self.inference.dtype, device, self.inference.quantize),
-            # on by default where a device runs beside the host: CUDA, and the simulated one standing in
-            prefetch=(device.type == "cuda" or self.inference.device == "simulated")
-            if prefetch is None
-            else prefetch,
+            prefetch=own_device(self.inference) if prefetch is None else prefetch,  # on beside a device
             extra_tokens=extra,
             device_key=self.inference.device if self.inference.device == "simulated" else "",
         )
@@ -326,7 +324,7 @@ class DistributedDataClassifier:
         or has idled for a second): a few texts, then doubling windows, so the pipeline fills in a few
         texts' host work, not a whole unit's; None: full windows (smaller ones would cost padding while
         the device is busy; on the CPU the host work shares the model's cores anyway)."""
-        if device.type == "cpu" and self.inference.device != "simulated":
+        if not own_device(self.inference):
             return None
         return RAMP_FIRST_WINDOW if plan_turns(plan, device).cold() else None
 

@@ -106,12 +106,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def own_device(inference: Any) -> bool:
+    """Whether the model runs on a device of its own beside the host (CUDA, or the simulated one standing
+    in), so host work overlaps it; on the CPU the host work takes the model's cores instead."""
+    return inference.device == "simulated" or resolve_device(inference.device).type == "cuda"
+
+
 def units_in_flight(inference: Any) -> int:
-    """Tasks a worker runs side by side: as configured, else 3 where the model runs on a device of its
-    own (CUDA, simulated) and 1 on CPU, where the host work would only take the model's cores."""
+    """Tasks a worker runs side by side: as configured, else 3 on a device of its own, 1 on CPU."""
     if inference.units_in_flight:
         return inference.units_in_flight
-    return 3 if inference.device == "simulated" or resolve_device(inference.device).type == "cuda" else 1
+    return 3 if own_device(inference) else 1
 
 
 def resolve_autocast(
