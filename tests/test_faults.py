@@ -77,6 +77,7 @@ def _config(make_config, client: Client, folder: Path, tiny_model: str, *extra: 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_a_worker_killed_mid_task_has_it_rerun_elsewhere(
     two_workers: Client, make_config, tmp_path: Path, tiny_model: str
 ) -> None:
@@ -103,6 +104,7 @@ def test_a_worker_killed_mid_task_has_it_rerun_elsewhere(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # seen once to hang in Dask's gather after a worker death (not reproduced)
 def test_a_task_that_keeps_killing_workers_fails_the_run_naming_its_file_then_resumes(
     two_workers: Client, make_config, tmp_path: Path, tiny_model: str
 ) -> None:
