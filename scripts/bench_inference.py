@@ -60,6 +60,7 @@ from curator.classifiers.mixin import MixinClassifier  # noqa: E402
 from curator.classifiers.prompt_task import PromptTaskComplexityClassifier  # noqa: E402
 from curator.classifiers.sequence import RegressionClassifier, SequenceClassifier  # noqa: E402
 from curator.config import InferenceConfig  # noqa: E402
+from curator.inference.memory import cpu_token_budget  # noqa: E402
 from curator.inference.numerics import cpu_numerics  # noqa: E402
 from curator.models.hub import resolve_model  # noqa: E402
 from curator.models.weights import load_strict, read_safetensors  # noqa: E402
@@ -171,11 +172,43 @@ def make_deberta(work: Path, minilm: Path) -> dict[str, Path]:
     return folders
 
 
+def linear_rate(config, threads: int, tokens: int) -> float:
+    """FLOP/s of a layer's four float32 Linear layers (fused Q/K/V, output, up, down) at `tokens` rows,
+    the engine's CPU batch: the rate its matmuls can reach, below the square-matmul rate."""
+    torch.set_num_threads(threads)
+    h, i = config.hidden_size, config.intermediate_size
+    shapes = [(3 * h, h), (h, h), (i, h), (h, i)]
+    weights = [(torch.randn(o, k), torch.randn(o), torch.randn(tokens, k)) for o, k in shapes]
+    layer = lambda: [torch.nn.functional.linear(x, w, b) for w, b, x in weights]  # noqa: E731
+    layer()
+    best = min(_timed(layer) for _ in range(5))
+    return sum(2 * tokens * o * k for o, k in shapes) / best
+
+
+def ceiling(config, lengths: np.ndarray, head: int, pooler: bool, rate: float, threads: int) -> str:
+    """The fraction of the float32 bound the engine could reach if everything but its Linear layers
+    (attention, position terms, norms, activations) took no time: those run at `linear_rate`."""
+    linear = float(lengths.sum()) * 2 * linear_weights(config, head, pooler)
+    total = float(flops_per_doc(lengths, config, head, pooler).sum())
+    budget = cpu_token_budget(config, MAX_LENGTH)
+    achieved = linear_rate(config, threads, budget)
+    return (
+        f"float32 Linear layers at the engine's {budget}-token batches: {achieved / 1e9:.0f} GFLOP/s, "
+        f"{achieved / rate:.0%} of the square-matmul rate; with all else free the engine would reach "
+        f"{total / (linear / achieved) / rate:.0%} of the float32 bound"
+    )
+
+
 def flops_per_doc(lengths: np.ndarray, config, head: int, pooler: bool = True) -> np.ndarray:
     """2 x non-embedding linear weights per token + 4 x layers x hidden x length per token (attention)."""
+    attention = 4 * config.num_hidden_layers * config.hidden_size * lengths.astype(np.float64) ** 2
+    return lengths * 2 * linear_weights(config, head, pooler) + attention
+
+
+def linear_weights(config, head: int, pooler: bool = True) -> int:
+    """Non-embedding Linear weights a token passes through (layers, pooler, head)."""
     h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    linear = layers * (4 * h * h + 2 * h * i) + (h * h if pooler else 0) + h * head
-    return lengths * 2 * linear + 4 * layers * h * lengths.astype(np.float64) ** 2
+    return layers * (4 * h * h + 2 * h * i) + (h * h if pooler else 0) + h * head
 
 
 def naive(texts: list[str], folder: Path, batch: int) -> dict:
@@ -332,6 +365,11 @@ def main() -> None:
         for dtype in DTYPES:
             print(f"machine: {matmul_rate(args.threads, DTYPES[dtype]) / 1e9:.1f} GFLOP/s {dtype} matmul")
         print(f"MiniLM: {flops['minilm'] / len(texts) / 1e9:.2f} GFLOP per document on average")
+        fp32_rate = matmul_rate(args.threads)
+        print("MiniLM " + ceiling(config, lengths, 26, True, fp32_rate, args.threads))
+        if args.deberta_docs:
+            shape, cut = deberta_base_config(1), lengths[: args.deberta_docs]
+            print("DeBERTa " + ceiling(shape, cut, 26, False, fp32_rate, args.threads))
         print(f"tokenisation alone: {tokenize_seconds:.2f} s for the corpus")
 
         # (name, corpus, FLOPs key, measure)
