@@ -22,6 +22,8 @@ For each: docs/s, real tokens/s, padding efficiency (real ÷ computed tokens) an
 compute bound (real FLOPs/s ÷ the best of 5 2048×2048 matmuls at the same thread count, measured next
 to each run): "of fp32" against the float32 matmul rate (DESIGN.md's bound), "own" against the rate
 of the dtype the run computes in (bf16 matmuls on a CPU with AMX run several times the fp32 rate).
+The ceiling per model: a layer's four float32 Linear layers timed alone at the engine's CPU batch
+size, and the fraction of the bound the engine would reach if nothing else took time.
 Label agreement of bf16 and int8 with float32 per family: labels (MiniLM 26-way, DeBERTa domain,
 prompt task type) and the integer score of a regression head (MiniLM with one output).
 
