@@ -52,7 +52,14 @@ def read_all(folder: Path) -> dict[str, pd.DataFrame]:
     return {p.name: pd.read_json(p, lines=True) for p in sorted(folder.glob("*.jsonl"))}
 
 
-@pytest.fixture(scope="module")
+# A hang seen once in CI (of dozens of runs; not reproduced in 55 more): the client waited forever in
+# Dask's gather while both workers sat idle, after a worker death. A run of these tests that times out
+# is rerun once on a fresh cluster (the fixture is per test for that); an assertion failure is not.
+def rerun_a_hang(test):
+    return pytest.mark.timeout(180, func_only=True)(pytest.mark.flaky(reruns=1, only_rerun=["Timeout"])(test))
+
+
+@pytest.fixture
 def two_workers():
     """A LocalCluster of 2 worker processes (nannies restart killed ones). A task fails for good on its
     second worker death, so the repeated-failure test stays short; one task per worker at a time, so a
@@ -77,7 +84,7 @@ def _config(make_config, client: Client, folder: Path, tiny_model: str, *extra: 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@rerun_a_hang
 def test_a_worker_killed_mid_task_has_it_rerun_elsewhere(
     two_workers: Client, make_config, tmp_path: Path, tiny_model: str
 ) -> None:
@@ -104,7 +111,7 @@ def test_a_worker_killed_mid_task_has_it_rerun_elsewhere(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)  # seen once to hang in Dask's gather after a worker death (not reproduced)
+@rerun_a_hang
 def test_a_task_that_keeps_killing_workers_fails_the_run_naming_its_file_then_resumes(
     two_workers: Client, make_config, tmp_path: Path, tiny_model: str
 ) -> None:
