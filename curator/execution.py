@@ -6,6 +6,8 @@ outcomes are yielded as tasks finish, so the caller can record each one at once.
 from __future__ import annotations
 
 import functools
+import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +20,12 @@ from distributed import Client, as_completed
 from curator.io.partitions import Part, count_lines
 from curator.stages import Work, process
 
+log = logging.getLogger(__name__)
+
 Outcome = tuple[list[Part], Any]  # the task's units, and their counts or the exception that failed it
+# While no task outcome arrives for this long, the scheduler's view of the tasks still out is logged
+# (states, workers): a run that stops making progress says where it stands instead of going silent.
+STALL_REPORT_SECONDS = 300.0
 
 
 def _jsonl_lines(parts: Sequence[Part], known: dict[str, int]) -> Callable[[Part], int]:
@@ -113,11 +120,72 @@ def run_distributed(
     ]
     futures = client.compute(tasks, retries=retries)
     by_key = {future.key: group for future, group in zip(futures, groups, strict=True)}
-    for future in as_completed(futures):
+    for future in _as_completed(client, futures):
         group = by_key.pop(future.key)
         try:
-            yield group, future.result()
+            yield group, _result(client, future)
         except Exception as err:
             yield group, err
         finally:
             future.release()
+
+
+def _as_completed(client: Client, futures: list) -> Iterator[Any]:
+    """Futures as they finish, as `as_completed` gives them; a stall is reported (`_report_stall`)."""
+    finished = as_completed(futures)
+    out = set(futures)
+    progress = reported = time.monotonic()
+    while not finished.is_empty():
+        batch = finished.next_batch(block=False)
+        now = time.monotonic()
+        if batch:
+            progress = reported = now
+        elif now - reported >= STALL_REPORT_SECONDS:
+            _report_stall(client, [f.key for f in out], "No task finished", now - progress)
+            reported = now
+        for future in batch:
+            out.discard(future)
+            yield future
+        if not batch:
+            time.sleep(0.1)  # as_completed's own polling interval
+
+
+def _result(client: Client, future: Any) -> Any:
+    """A finished task's result; while fetching it takes STALL_REPORT_SECONDS, the stall is reported."""
+    asked = time.monotonic()
+    while True:
+        try:
+            return future.result(timeout=STALL_REPORT_SECONDS)
+        except TimeoutError:
+            waited = time.monotonic() - asked
+            _report_stall(client, [future.key], "A finished task's result has not arrived", waited)
+
+
+def _report_stall(client: Client, keys: list[str], what: str, seconds: float) -> None:
+    """Log what the scheduler says of tasks the run has waited on for `seconds`."""
+    try:
+        states, workers = client.run_on_scheduler(_scheduler_view, keys=keys)
+    except Exception as err:  # the scheduler itself does not answer
+        states, workers = {key: f"no answer from the scheduler ({err!r})" for key in keys}, {}
+    shown = "; ".join(f"{key}: {state}" for key, state in list(states.items())[:10])
+    more = f" (and {len(states) - 10} more)" if len(states) > 10 else ""
+    log.warning(
+        "%s for %.0f s. Scheduler: %s%s. Workers (tasks running or queued there): %s. "
+        "If this lasts, stop the run and rerun the same command: it resumes.",
+        *(what, seconds, shown, more, workers or "none"),
+    )
+
+
+def _scheduler_view(dask_scheduler: Any, keys: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+    """On the scheduler: each key's state (and where), and each worker's number of tasks."""
+    states = {}
+    for key in keys:
+        task = dask_scheduler.tasks.get(key)
+        if task is None:
+            states[key] = "unknown to the scheduler"
+            continue
+        holders = [w.address for w in task.who_has or ()]
+        where = [task.processing_on.address] if task.processing_on else holders
+        states[key] = task.state + (f" on {', '.join(where)}" if where else "")
+    workers = {w.address: len(w.processing) for w in dask_scheduler.workers.values()}
+    return states, workers

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import dask
@@ -14,7 +17,7 @@ import pytest
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from curator import pipeline
+from curator import execution, pipeline
 from curator.io.manifest import MANIFEST
 from tests.conftest import DOCS, write_jsonl
 
@@ -151,3 +154,31 @@ def test_a_file_that_fails_every_time_fails_the_run_and_keeps_the_rest(make_conf
     assert len((out / MANIFEST).read_text().splitlines()) == 3  # header + a + c
     (folder / "b.parquet").unlink()
     assert pipeline.run(make_config(f"dataset.path={folder}"))["units"] == {"skipped": 2}
+
+
+class SlowOnTask(WorkerPlugin):
+    """Holds a task for `unit` for `seconds` as it starts (the run waits on it)."""
+
+    name = "slow-on-task"
+
+    def __init__(self, unit: str, seconds: float) -> None:
+        self.unit, self.seconds = unit, seconds
+
+    def transition(self, key, start: str, finish: str, **kwargs) -> None:
+        if finish == "executing" and str(key).startswith(f"classify-{self.unit}-"):
+            time.sleep(self.seconds)
+
+
+@pytest.mark.slow
+def test_a_run_that_waits_long_on_a_task_logs_the_schedulers_view(
+    two_workers: Client, make_config, tmp_path: Path, tiny_model: str, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(execution, "STALL_REPORT_SECONDS", 0.5)
+    folder = make_inputs(tmp_path / "in")
+    two_workers.register_plugin(SlowOnTask("f4", 4.0))
+    with caplog.at_level(logging.WARNING, logger="curator.execution"):
+        summary = pipeline.run(_config(make_config, two_workers, folder, tiny_model))
+    assert summary["units"] == {"done": 6}
+    stalls = [r.getMessage() for r in caplog.records if "No task finished for" in r.getMessage()]
+    assert stalls and all("rerun the same command" in m for m in stalls)
+    assert any(re.search(r"classify-f4-\w+: processing on tcp://127\.0\.0\.1:\d+", m) for m in stalls), stalls
