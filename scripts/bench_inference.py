@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from curator.classifiers.mixin import MixinClassifier  # noqa: E402
 from curator.classifiers.prompt_task import PromptTaskComplexityClassifier  # noqa: E402
 from curator.classifiers.sequence import RegressionClassifier, SequenceClassifier  # noqa: E402
+from curator.cluster.workers import reuse_freed_memory  # noqa: E402
 from curator.config import InferenceConfig  # noqa: E402
 from curator.inference.memory import cpu_token_budget  # noqa: E402
 from curator.inference.numerics import cpu_numerics  # noqa: E402
@@ -329,6 +330,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    reuse_freed_memory()  # the in-process rows run with the allocator settings every worker process gets
 
     minilm = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,6 +33,8 @@ from curator.io.partitions import Part
 from curator.io.readers import read_file
 from tests.conftest import DOCS, compose_config, write_jsonl
 
+REPO = Path(__file__).resolve().parent.parent
+
 MARKER = "hf_curatorTestMarker0123456789"  # a fake token: it must reach workers and never a file
 
 
@@ -147,12 +149,10 @@ def test_local_workers_get_threads_and_hf_settings_and_the_dashboard_is_logged(
     assert cluster.status == Status.closed
 
 
-def where_a_reused_buffer_lives() -> dict:
-    """Whether a 12 MiB buffer (a MiniLM batch's FFN activation), made again after a free, is mmapped."""
+def mallinfo():
+    """glibc's allocator statistics for this process (mallinfo2)."""
     import ctypes
     import ctypes.util
-
-    import numpy as np
 
     class MallInfo2(ctypes.Structure):
         names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
@@ -160,14 +160,51 @@ def where_a_reused_buffer_lives() -> dict:
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2()
+
+
+def where_a_reused_buffer_lives() -> dict:
+    """Whether a 12 MiB buffer (a MiniLM batch's FFN activation), made again after a free, is mmapped."""
+    import numpy as np
+
     np.ones(3 * 2**20, dtype=np.float32)  # once, so glibc's heap (or its mmap threshold) has seen the size
-    before = libc.mallinfo2().hblkhd
+    before = mallinfo().hblkhd
     buffer = np.ones(3 * 2**20, dtype=np.float32)
     return {
-        "mapped": libc.mallinfo2().hblkhd - before,  # bytes glibc mmapped for it (0: it came from the heap)
+        "mapped": mallinfo().hblkhd - before,  # bytes glibc mmapped for it (0: it came from the heap)
         "size": buffer.nbytes,
         "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
     }
+
+
+def freed_heap_kept(sync: bool) -> int:
+    """Bytes of free heap glibc keeps mapped after three 12 MiB buffers are freed, in a fresh process
+    (inside a cluster=sync connection, or without one)."""
+    script = f"""
+import numpy as np
+from curator.cluster import connect
+from curator.config import ClusterConfig
+from tests.test_cluster import mallinfo
+def cycle():
+    np.ones(3 * 2**20, dtype=np.float32)  # mmapped, then glibc raises its thresholds to this size
+    buffers = [np.ones(3 * 2**20, dtype=np.float32) for _ in range(3)]  # from the heap
+    del buffers
+    print(mallinfo().fordblks)
+if {sync}:
+    with connect(ClusterConfig(kind="sync", torch_threads=1)):
+        cycle()
+else:
+    cycle()
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    return int(run.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_sync_run_keeps_freed_batch_buffers_for_the_next_batch_as_workers_do() -> None:
+    size = 3 * 12 * 2**20
+    assert freed_heap_kept(sync=False) < size  # glibc's default gives the freed top of the heap back
+    assert freed_heap_kept(sync=True) >= size  # kept mapped: the next batch reuses it without page faults
 
 
 @pytest.mark.slow

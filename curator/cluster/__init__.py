@@ -100,6 +100,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
     if cfg.kind == "sync":
         _, threads = plan_workers(available_cores(), 1, cfg.torch_threads)
         set_torch_threads(threads)
+        reuse_freed_memory()  # this process runs the batches: the allocator reuse a worker gets
         log.info("Dask synchronous scheduler in this process (no dashboard)")
         with dask.config.set(scheduler="synchronous"):
             yield None
