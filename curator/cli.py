@@ -16,13 +16,20 @@ from curator.errors import UserError
 
 log = logging.getLogger("curator")
 CONFIGS = "curator.conf"  # the top-level conf/ folder, installed as this package (see pyproject.toml)
-register_configs()
 if importlib.util.find_spec(CONFIGS) is None:  # e.g. an editable install made before conf/ moved
     sys.exit(f"curator: the configs (package {CONFIGS}, folder conf/) are missing: pip install -e . again")
 
 
+def main() -> None:
+    """Register the config schemas, then run the Hydra app. Registering imports every classifier family
+    (torch, transformers): done here, not on import, so worker processes that spawn re-imports of
+    `run.py` or the `curator` script start without it (3-4 s each)."""
+    register_configs()
+    app()
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIGS}", config_name="config")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     """Compose the config, hand plain dataclasses to the pipeline, keep the report in Hydra's run dir."""
     from curator import pipeline
 

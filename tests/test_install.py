@@ -127,3 +127,12 @@ def test_gpu_extras_resolve_on_the_package_index(extra: str) -> None:
     if "Could not fetch URL" in result.stderr or "NewConnectionError" in result.stderr:
         pytest.skip("the package index is not reachable")
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_importing_the_entry_point_leaves_torch_and_the_families_unimported() -> None:
+    """Spawned worker processes re-import `run.py` (or the `curator` script), and with it `curator.cli`:
+    that import must stay light, the classifier families (torch, transformers) load in `main()`."""
+    heavy = ("torch", "transformers", "curator.classifiers")
+    probe = f"import sys, run; print([m for m in {heavy} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.splitlines()[-1] == "[]", out.stdout
