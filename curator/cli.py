@@ -23,7 +23,7 @@ if importlib.util.find_spec(CONFIGS) is None:  # e.g. an editable install made b
 def main() -> None:
     """Register the config schemas, then run the Hydra app. Registering imports every classifier family
     (torch, transformers): done here, not on import, so worker processes that spawn re-imports of
-    `run.py` or the `curator` script start without it (3-4 s each)."""
+    `run.py` or the `curator` script start without it (about 3 s of imports each)."""
     register_configs()
     app()
 

@@ -182,3 +182,10 @@ def test_a_run_that_waits_long_on_a_task_logs_the_schedulers_view(
     stalls = [r.getMessage() for r in caplog.records if "No task finished for" in r.getMessage()]
     assert stalls and all("rerun the same command" in m for m in stalls)
     assert any(re.search(r"classify-f4-\w+: processing on tcp://127\.0\.0\.1:\d+", m) for m in stalls), stalls
+
+    caplog.clear()  # a result that takes long to arrive: reported each interval, then returned
+    slow = two_workers.submit(lambda: time.sleep(1.5) or 7, pure=False)
+    with caplog.at_level(logging.WARNING, logger="curator.execution"):
+        assert execution._result(two_workers, slow) == 7
+    late = [r.getMessage() for r in caplog.records]
+    assert late and all(m.startswith("A finished task's result has not arrived for") for m in late), late
