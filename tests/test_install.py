@@ -136,3 +136,14 @@ def test_importing_the_entry_point_leaves_torch_and_the_families_unimported() ->
     probe = f"import sys, run; print([m for m in {heavy} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.splitlines()[-1] == "[]", out.stdout
+
+
+def test_registering_the_configs_leaves_transformers_modelling_unimported() -> None:
+    """Every `python run.py` registers every family's schema; importing transformers' modelling base
+    (1.5 s) is left to the runs that build a Hugging Face model (the LLM guards, `fast_encoder=false`)."""
+    probe = (
+        "import sys; from curator.config import register_configs; register_configs(); "
+        "print('transformers.modeling_utils' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.splitlines()[-1] == "False", out.stdout

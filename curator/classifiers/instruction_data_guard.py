@@ -7,13 +7,12 @@ import json
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel
 
 from curator.classifiers.llama_guard import (
     AEGIS_DEFENSIVE,
@@ -23,6 +22,9 @@ from curator.classifiers.llama_guard import (
 )
 from curator.errors import ConfigError
 from curator.models.weights import load_strict, read_safetensors
+
+if TYPE_CHECKING:  # transformers.modeling_utils costs 1.5 s to import: annotations only
+    from transformers import PreTrainedModel
 
 DEFAULT_SCORE_COLUMN = "instruction_data_guard_poisoning_score"
 

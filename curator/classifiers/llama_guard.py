@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel
 
 from curator.classifiers.base import DistributedDataClassifier
 from curator.config import ClassifierConfig
@@ -16,6 +15,9 @@ from curator.inference.engine import resolve_autocast
 from curator.inference.memory import DEFAULT_CPU_TOKEN_BUDGET, llm_bytes_per_token
 from curator.models.hub import ModelNotAvailableError
 from curator.models.llm import load_causal_lm, load_llm_tokenizer
+
+if TYPE_CHECKING:  # transformers.modeling_utils costs 1.5 s to import: annotations only
+    from transformers import PreTrainedModel
 
 LLAMA_GUARD = "meta-llama/LlamaGuard-7b"
 AEGIS_DEFENSIVE = "nvidia/Aegis-AI-Content-Safety-LlamaGuard-Defensive-1.0"

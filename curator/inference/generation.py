@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig
 
 from curator.inference.kv_cache import cache_argument, prefilled_cache, prefix_kv
+
+if TYPE_CHECKING:  # transformers.modeling_utils costs 1.5 s to import: annotations only
+    from transformers import PreTrainedModel
 
 _PREFIX_LOCK = threading.Lock()
 

@@ -4,11 +4,13 @@ new tokens written in place, finished rows dropped (what AEGIS's fast generation
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+if TYPE_CHECKING:  # transformers.modeling_utils costs 1.5 s to import: annotations only
+    from transformers import PreTrainedModel
 
 
 def cache_argument(lm: PreTrainedModel) -> str:

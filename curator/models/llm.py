@@ -6,7 +6,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
@@ -15,12 +15,14 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
-    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from curator.errors import UserError
 from curator.models.weights import CheckpointFormatError, load_strict, read_safetensors, skip_random_init
+
+if TYPE_CHECKING:  # transformers.modeling_utils costs 1.5 s to import: annotations only
+    from transformers import PreTrainedModel
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
