@@ -162,17 +162,21 @@ def report(choice: Choice) -> None:
     )
 
 
+def _callers_scheduler() -> str | None:
+    """Dask's `scheduler` setting where the caller chose one other than distributed's, else None."""
+    scheduler = dask.config.get("scheduler", None)
+    return None if scheduler in (None, "dask.distributed", "distributed") else scheduler
+
+
 def caller_chose() -> bool:
     """Whether the caller set a Dask scheduler or a scheduler address (which win over the API's cluster)."""
-    scheduler = dask.config.get("scheduler", None)
-    own = scheduler is not None and scheduler not in ("dask.distributed", "distributed")
-    return own or bool(dask.config.get("scheduler-address", None))
+    return _callers_scheduler() is not None or bool(dask.config.get("scheduler-address", None))
 
 
 def api_cluster() -> ClusterConfig | None:
     """The cluster the API starts when there is no client; None where the caller set a Dask scheduler."""
-    scheduler = dask.config.get("scheduler", None)
-    if scheduler is not None and scheduler not in ("dask.distributed", "distributed"):
+    scheduler = _callers_scheduler()
+    if scheduler is not None:
         log.info("Python API: Dask's scheduler setting %r, as set", scheduler)
         return None
     address = dask.config.get("scheduler-address", None)
