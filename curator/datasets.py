@@ -23,6 +23,7 @@ from curator.cluster import ensure_client
 from curator.errors import ConfigError, SettingTypeError
 from curator.io.files import InputFile, discover
 from curator.io.partitions import Part, as_part, count_lines, group_parts, parse_blocksize, plan_parts
+from curator.io.paths import absolute
 from curator.io.readers import HIDDEN_PREFIX, mark_bad_text, read_file
 from curator.io.writers import OutputTarget
 from curator.report import summarise
@@ -253,7 +254,7 @@ class DocumentDataset:
             [Part(InputFile(path=f"partition {i}", format=fmt, stem=f"part.{i:05d}"))]
             for i in range(self.df.npartitions)
         ]
-        target = OutputTarget(os.path.abspath(os.path.expanduser(str(output_path))), fmt)
+        target = OutputTarget(absolute(str(output_path)), fmt)
         with ensure_client(), _as_read():
             writes = [
                 dask.delayed(_write_group)(part, group, target, self._classifiers)
