@@ -98,6 +98,9 @@ def test_a_wheel_install_finds_its_configs(tmp_path: Path) -> None:
     shown = run("curator", "--cfg", "job")
     assert "zero_shot_domain:" in shown and "text_field: text" in shown and "kind: local" in shown
     assert "domain" in run("curator-classifiers")  # the catalogue reads the shipped classifier YAMLs
+    # the native kernel's source ships with the wheel (it is compiled on the machine that runs it)
+    shipped = run("python", "-c", "from curator.models import native; print(native.SOURCE.is_file())")
+    assert shipped.strip() == "True"
 
 
 def gpu_extras() -> dict[str, list[str]]:

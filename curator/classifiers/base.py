@@ -33,6 +33,7 @@ from curator.inference.numerics import numerics_label, worker_name
 from curator.inference.simulated import SimulatedModel
 from curator.inference.simulated import refuse_generation as refuse_simulated
 from curator.inference.tokens import tokenize_windows
+from curator.models.fast_deberta import set_native_attention
 from curator.models.hub import resolve_model
 from curator.models.limits import reference_max_length
 
@@ -264,7 +265,8 @@ class DistributedDataClassifier:
     # ---- running -------------------------------------------------------------------------------
     def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
         device = resolve_device(self.inference.device)
-        key = (self.model_key(), self.inference.device, self.inference.quantize, self.inference.fast_encoder)
+        settings = ("device", "quantize", "fast_encoder", "native_attention")
+        key = (self.model_key(), *(getattr(self.inference, name) for name in settings))
         if self.inference.device == "simulated":
             key = (*key, self.inference.simulated_tokens_per_s)
         model = cache.get_or_load((*key, "model"), lambda: self._prepared_model(device))
@@ -273,6 +275,7 @@ class DistributedDataClassifier:
 
     def _prepared_model(self, device: torch.device) -> torch.nn.Module:
         model = self.load_model(device).eval()
+        set_native_attention(model, self.inference.native_attention)
         if self.inference.quantize == "int8":
             model = quantize_int8(model, device)
         if self.inference.device == "simulated":

@@ -13,7 +13,10 @@ Same weights and arithmetic as Hugging Face's `DebertaV2Model`, with less work a
 - `first_only`: a head that reads the first token (the CLS heads of domain, quality, content type)
   needs the last layer's keys and values for every token but its queries, bias row, attention output
   and feed-forward for that token only;
-- built uninitialised and handed the checkpoint's tensors (no random init, no modelling import).
+- built uninitialised and handed the checkpoint's tensors (no random init, no modelling import);
+- float32 on CPU: the attention itself by a C++ kernel compiled on first use (`curator.models.native`:
+  each (row, head)'s scores built in cache, not in passes over the whole bias), PyTorch's ops where
+  it cannot be built or `inference.native_attention=false`.
 
 Results equal Hugging Face's within float rounding (tests/test_fast_deberta.py). Configs it does not
 reproduce exactly (convolution layers, embedding projections, other attention kinds) are left to
@@ -40,6 +43,7 @@ from curator.models.fast_encoder import (
     uninitialised,
 )
 from curator.models.fast_encoder import LAYER_PARTS as BERT_LAYER_PARTS
+from curator.models.native import deberta_attention
 from curator.models.weights import IGNORABLE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -173,6 +177,7 @@ class FastDebertaLayer(FastLayer):
         # [heads, 2 x span, head_size] position keys/queries, pre-scaled: set by `prepare` after loading
         self.register_buffer("pos_key", None, persistent=False)
         self.register_buffer("pos_query", None, persistent=False)
+        self.native = True  # the compiled attention where it applies (`set_native_attention`)
 
     @torch.no_grad()
     def prepare(self, rel: torch.Tensor) -> None:
@@ -222,6 +227,13 @@ class FastDebertaLayer(FastLayer):
                 out[..., start:end] += toeplitz(by_head(k[:, :, start:end], positions), n).transpose(-1, -2)
         return out
 
+    def kernel(self, q: torch.Tensor, first_only: bool, index: torch.Tensor | None) -> Callable | None:
+        """The compiled attention where it applies: every query, float32 on CPU, position terms on."""
+        applies = self.native and not first_only and self.relative and index is not None and bool(self.terms)
+        if not applies or q.dtype != torch.float32 or q.device.type != "cpu":
+            return None
+        return deberta_attention()
+
     def forward(
         self,
         x: torch.Tensor,
@@ -232,11 +244,23 @@ class FastDebertaLayer(FastLayer):
     ) -> torch.Tensor:
         """`padded`: the key columns where some row is padding (only they are masked in the bias)."""
         q, k, v, x = self.project(x, first_only)
+        if (kernel := self.kernel(q, first_only, index)) is not None:
+            key_table = self.pos_key[:, index.flip(0)] if "c2p" in self.terms else None
+            query_table = self.pos_query[:, index] if "p2c" in self.terms else None
+            attended = kernel(q, k, v, key_table, query_table, keep, self.scale)  # [rows, n, heads, d]
+            return self.finish(attended.transpose(1, 2), x)
         bias = self.bias(q, k, index) if self.relative and index is not None else None
         if bias is not None:
             bias[..., padded].masked_fill_(~keep[..., padded], float("-inf"))
         mask = keep if bias is None else bias
         return self.finish(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale), x)
+
+
+def set_native_attention(model: nn.Module, enabled: bool) -> None:
+    """Use (or not) the compiled attention in every lean DeBERTa layer of `model`."""
+    for part in model.modules():
+        if isinstance(part, FastDebertaLayer):
+            part.native = enabled
 
 
 class FastDebertaEncoder(nn.Module):

@@ -1,0 +1,181 @@
+// DeBERTa's disentangled attention on CPU in float32, one (row, head) at a time, in cache.
+//
+// PyTorch's ops build the [rows, heads, n, n] bias (content->position plus position->content scores)
+// in passes over memory before attention reads it again; here each (row, head) builds its n x n scores
+// in a buffer that stays in the core's cache: the position products by blocks of 64 queries (c2p) and
+// 64 keys (p2c), each read as a Toeplitz band of its block's product, then the padding mask, Q.K^T
+// added by BLAS, softmax, and the weights times V written straight into [rows, n, heads, d].
+// Compiled on first use by curator/models/native.py for the machine it runs on.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t BLOCK = 64;  // queries (c2p) or keys (p2c) per position product
+constexpr int64_t TILE = 16;   // side of the tiles of the transposed (p2c) add
+constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
+
+// exp(x - shift) in place, returning the sum; x - shift <= 0. Cephes' polynomial, written so the
+// compiler vectorises it; 0 below -87 (where float32's exp underflows) and for -inf.
+float exp_sum(float* x, int64_t n, float shift) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = x[j] - shift;
+    const float c = v > -87.0f ? v : -87.0f;
+    const float k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(c / ln 2)
+    float r = c - k * 0.693359375f;
+    r = r + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // 2^k
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    const float e = v > -87.0f ? p * scale : 0.0f;
+    x[j] = e;
+    sum += e;
+  }
+  return sum;
+}
+
+// 16 running maxima: one would be a serial chain of dependent comparisons.
+float row_max(const float* row, int64_t n) {
+  float part[16];
+  std::fill(part, part + 16, NEG_INF);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int u = 0; u < 16; ++u) part[u] = part[u] > row[j + u] ? part[u] : row[j + u];
+  float m = NEG_INF;
+  for (; j < n; ++j) m = m > row[j] ? m : row[j];
+  for (int u = 0; u < 16; ++u) m = m > part[u] ? m : part[u];
+  return m;
+}
+
+// Rows of s to exp(s - max); inv[i] = 1 / the row's sum (0 for a row with every key masked).
+void softmax_rows(float* s, int64_t n, float* inv) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = s + i * n;
+    const float m = row_max(row, n);
+    if (m == NEG_INF) {
+      std::fill(row, row + n, 0.0f);
+      inv[i] = 0.0f;
+      continue;
+    }
+    inv[i] = 1.0f / exp_sum(row, n, m);
+  }
+}
+
+// q, k, v: [rows, heads, n, d] (head dim contiguous); key_table (c2p) and query_table (p2c):
+// [heads, 2n - 1, d], pre-scaled, column m for relative distance (i - j) = n - 1 - m (key table) and
+// m - (n - 1) (query table), as curator/models/fast_deberta.py lays them out; keep: [rows, n] key mask.
+at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const c10::optional<at::Tensor>& key_table,
+                             const c10::optional<at::Tensor>& query_table, const at::Tensor& keep,
+                             double scale) {
+  TORCH_CHECK(q.dim() == 4 && k.sizes() == q.sizes() && v.sizes() == q.sizes(),
+              "q, k, v must be [rows, heads, n, d]");
+  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), "CPU tensors only");
+  TORCH_CHECK(q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
+              "float32 only");
+  const int64_t R = q.size(0), H = q.size(1), n = q.size(2), d = q.size(3);
+  TORCH_CHECK(n > 0 && keep.numel() == R * n, "keep must hold one flag per row and key");
+  const at::Tensor qc = q.stride(-1) == 1 ? q : q.contiguous();
+  const at::Tensor kc = k.stride(-1) == 1 ? k : k.contiguous();
+  const at::Tensor vc = v.stride(-1) == 1 ? v : v.contiguous();
+  const bool c2p = key_table.has_value(), p2c = query_table.has_value();
+  const std::vector<int64_t> table_shape{H, 2 * n - 1, d};
+  at::Tensor tk, tq;
+  if (c2p) {
+    tk = key_table->to(at::kFloat).contiguous();
+    TORCH_CHECK(tk.sizes() == at::IntArrayRef(table_shape), "key_table must be [heads, 2n - 1, d]");
+  }
+  if (p2c) {
+    tq = query_table->to(at::kFloat).contiguous();
+    TORCH_CHECK(tq.sizes() == at::IntArrayRef(table_shape), "query_table must be [heads, 2n - 1, d]");
+  }
+  const at::Tensor mask = keep.to(at::kBool).reshape({R, n}).contiguous();
+  const bool* kept = mask.data_ptr<bool>();
+  at::Tensor out = at::empty({R, n, H, d}, q.options());
+
+  at::parallel_for(0, R * H, 1, [&](int64_t begin, int64_t end) {
+    c10::InferenceMode guard;  // thread-local: the pool's threads do not inherit the caller's
+    const auto options = q.options();
+    at::Tensor scores = at::empty({n, n}, options);
+    at::Tensor product = at::empty({BLOCK * (n + BLOCK - 1)}, options);
+    std::vector<float> inv(n);
+    float* S = scores.data_ptr<float>();
+    float* P = product.data_ptr<float>();
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t r = t / H, h = t % H;
+      const at::Tensor qh = qc[r][h], kh = kc[r][h], vh = vc[r][h];  // [n, d]
+      // c2p[i, j] = q_i . key_table[n - 1 - i + j]: row ii of a block's product read from column b-1-ii
+      if (c2p) {
+        for (int64_t s = 0; s < n; s += BLOCK) {
+          const int64_t b = std::min(n, s + BLOCK) - s, w = n + b - 1;
+          at::Tensor g = at::from_blob(P, {b, w}, options);
+          at::mm_out(g, qh.narrow(0, s, b), tk[h].narrow(0, n - s - b, w).t());
+          for (int64_t ii = 0; ii < b; ++ii) std::memcpy(S + (s + ii) * n, P + ii * w + (b - 1 - ii), n * sizeof(float));
+        }
+      } else {
+        std::fill(S, S + n * n, 0.0f);
+      }
+      // p2c[i, j] = k_j . query_table[n - 1 + i - j]: by blocks of keys, added into columns by tiles
+      if (p2c) {
+        for (int64_t s = 0; s < n; s += BLOCK) {
+          const int64_t b = std::min(n, s + BLOCK) - s, w = n + b - 1;
+          at::Tensor g = at::from_blob(P, {b, w}, options);
+          at::mm_out(g, kh.narrow(0, s, b), tq[h].narrow(0, n - s - b, w).t());
+          for (int64_t i0 = 0; i0 < n; i0 += TILE) {
+            const int64_t i1 = std::min(n, i0 + TILE);
+            for (int64_t j0 = 0; j0 < b; j0 += TILE) {
+              const int64_t j1 = std::min(b, j0 + TILE);
+              for (int64_t i = i0; i < i1; ++i) {
+                float* dst = S + i * n + s;
+                const float* src = P + (b - 1) + i;
+                for (int64_t jj = j0; jj < j1; ++jj) dst[jj] += src[jj * (w - 1)];
+              }
+            }
+          }
+        }
+      }
+      const bool* row_keep = kept + r * n;
+      for (int64_t j = 0; j < n; ++j)
+        if (!row_keep[j])
+          for (int64_t i = 0; i < n; ++i) S[i * n + j] = NEG_INF;
+      scores.addmm_(qh, kh.t(), 1.0, scale);
+      softmax_rows(S, n, inv.data());
+      at::Tensor o = out.select(0, r).select(1, h);  // [n, d], rows H * d apart
+      at::mm_out(o, scores, vh);
+      float* O = o.data_ptr<float>();
+      for (int64_t i = 0; i < n; ++i) {
+        float* row = O + i * H * d;
+        const float f = inv[i];
+        for (int64_t c = 0; c < d; ++c) row[c] *= f;
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(curator, m) {
+  m.def(
+      "deberta_attention(Tensor q, Tensor k, Tensor v, Tensor? key_table, Tensor? query_table, Tensor keep, "
+      "float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(curator, CPU, m) { m.impl("deberta_attention", deberta_attention); }

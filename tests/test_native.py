@@ -1,0 +1,150 @@
+"""The compiled DeBERTa attention: PyTorch's numbers, built once per machine, safe to build from many
+processes at once or to kill mid-build, and PyTorch's ops where it cannot be built."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import DebertaV2Config, DebertaV2Model
+
+from curator.models import native
+from curator.models.fast_deberta import FastDebertaLayer, lean_deberta, set_native_attention
+from tests.fixtures_deberta import TINY_DEBERTA
+from tests.test_fast_deberta import ATOL, SMALL_BUCKETS, ragged
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPILER = shutil.which(os.environ.get("CXX") or "c++")
+needs_compiler = pytest.mark.skipif(COMPILER is None, reason="no C++ compiler on this machine")
+# A process that builds (or loads) the kernel into the cache its environment names, and says which.
+BUILD = "from curator.models import native; print('built' if native.deberta_attention() else 'none')"
+
+
+def encoder(seed: int = 1, **overrides: object) -> tuple[torch.nn.Module, DebertaV2Model]:
+    torch.manual_seed(seed)
+    config = DebertaV2Config(vocab_size=300, **{**TINY_DEBERTA, **overrides})
+    model = DebertaV2Model(config).eval()
+    return lean_deberta(lambda e: e, config, model.state_dict(), ""), model
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    ("overrides", "atol"),
+    [
+        ({}, ATOL),
+        (SMALL_BUCKETS, ATOL),
+        ({"pos_att_type": ["c2p"], "share_att_key": False}, ATOL),
+        ({"pos_att_type": ["p2c"], "share_att_key": False, "position_buckets": 16}, ATOL),
+        # head size 64, as deberta-v3-base's: float32 rounding reaches 8e-5 here between Hugging Face's
+        # modules and PyTorch's lean path too
+        ({"hidden_size": 128, "num_attention_heads": 2}, 1e-4),
+    ],
+)
+def test_the_kernel_equals_pytorchs_ops_and_hugging_face(
+    overrides: dict, atol: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lean, model = encoder(**overrides)
+    used = []
+    kernel = FastDebertaLayer.kernel
+    monkeypatch.setattr(
+        FastDebertaLayer, "kernel", lambda self, *a: used.append(op := kernel(self, *a)) or op
+    )
+    # widths below, at and across the 64-query blocks; a one-token row; padding in every batch
+    for lengths in ([1, 3, 9], [64, 17], [65, 130, 2], [200, 7, 140]):
+        input_ids, mask = ragged(lengths, seed=len(lengths))
+        with torch.inference_mode():
+            set_native_attention(lean, True)
+            ours = lean(input_ids, mask)
+            again = lean(input_ids, mask)
+            set_native_attention(lean, False)
+            pytorch = lean(input_ids, mask)
+            theirs = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        real = mask.bool()
+        np.testing.assert_allclose(ours[real].numpy(), pytorch[real].numpy(), atol=atol)
+        np.testing.assert_allclose(ours[real].numpy(), theirs[real].numpy(), atol=atol)
+        assert torch.equal(ours, again)  # bit-identical run to run
+        assert torch.isfinite(ours).all()
+    assert any(op is not None for op in used), "the compiled kernel never ran"
+
+
+@needs_compiler
+def test_bf16_first_only_and_switched_off_layers_do_not_use_the_kernel() -> None:
+    lean, _ = encoder()
+    layer = lean.layers[0]
+    index = lean.position_index(5, torch.device("cpu"))
+    q32, q16 = torch.zeros(1, 2, 5, 16), torch.zeros(1, 2, 5, 16, dtype=torch.bfloat16)
+    assert layer.kernel(q32, False, index) is not None
+    assert layer.kernel(q16, False, index) is None  # autocast: PyTorch's bf16 attention
+    assert layer.kernel(q32, True, index) is None  # the last layer's first token only
+    set_native_attention(lean, False)
+    assert layer.kernel(q32, False, index) is None
+
+
+def run_build(cache: Path, **env: str) -> subprocess.Popen:
+    environ = {**os.environ, "XDG_CACHE_HOME": str(cache), **env}
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", BUILD], cwd=ROOT, env=environ, **pipes)
+
+
+def libraries(cache: Path) -> list[Path]:
+    return sorted((cache / "curator" / "native").glob("*/*.so"))
+
+
+@needs_compiler
+def test_two_processes_building_at_once_share_one_build(tmp_path: Path) -> None:
+    first, second = run_build(tmp_path), run_build(tmp_path)
+    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    assert [out.strip() for out, _ in outputs] == ["built", "built"], outputs
+    assert [p.name for p in libraries(tmp_path)] == ["deberta_attention.so"]  # no partial build left
+
+
+@needs_compiler
+def test_a_build_killed_midway_leaves_nothing_to_wait_on(tmp_path: Path) -> None:
+    victim = run_build(tmp_path)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "curator" / "native").glob("*/build.lock")):
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.05)
+    time.sleep(1)  # the compiler is running: kill its caller mid-build
+    victim.kill()
+    victim.wait(timeout=30)
+    assert libraries(tmp_path) == []  # the killed build left no library (a half-written one never lands)
+    out, err = run_build(tmp_path).communicate(timeout=300)  # would hang on a stale lock
+    assert out.strip() == "built", err
+    assert [p.name for p in libraries(tmp_path)] == ["deberta_attention.so"]
+
+
+def test_without_a_compiler_pytorchs_ops_run_and_the_log_says_why(tmp_path: Path) -> None:
+    check = (
+        "import logging, torch; logging.basicConfig(level=logging.INFO)\n"
+        "from curator.models import native\n"
+        "from tests.test_native import encoder\n"
+        "from tests.test_fast_deberta import ragged\n"
+        "assert native.deberta_attention() is None\n"
+        "lean, model = encoder()\n"
+        "ids, mask = ragged([5, 40])\n"
+        "with torch.inference_mode():\n"
+        "    ours = lean(ids, mask); theirs = model(input_ids=ids, attention_mask=mask).last_hidden_state\n"
+        "print(float((ours - theirs)[mask.bool()].abs().max()))\n"
+    )
+    environ = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "CXX": str(tmp_path / "no-such-compiler")}
+    command = [sys.executable, "-c", check]
+    done = subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip()) < ATOL
+    assert "Native DeBERTa attention not available" in done.stderr and "no-such-compiler" in done.stderr
+    assert libraries(tmp_path) == []
+
+
+def test_the_cache_folder_differs_by_cpu_and_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    here = native.cache_folder(b"source")
+    assert native.cache_folder(b"other source") != here
+    monkeypatch.setattr(native, "cpu_flags", lambda: "sse2 avx2")  # another kind of node, same home
+    assert native.cache_folder(b"source") != here
