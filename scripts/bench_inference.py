@@ -16,7 +16,8 @@ weights (random 26-way head):
   hidden 768, 12 heads, relative attention with 256 position buckets; random weights, the vocabulary
   cut to MiniLM's tokenizer, which changes no compute) on the first documents of the same corpus:
   Hugging Face's modules and the lean DeBERTa forward, float32, bfloat16 and int8; and the prompt
-  task/complexity shape (mean pooling, eight heads) in float32 and bfloat16.
+  task/complexity shape (mean pooling, eight heads) in float32 and bfloat16; the lean float32 row with
+  the compiled attention (the default) and with PyTorch's ops (`inference.native_attention=false`).
 
 For each: docs/s, real tokens/s, padding efficiency (real ÷ computed tokens) and the fraction of the
 compute bound (real FLOPs/s ÷ the best of 5 2048×2048 matmuls at the same thread count, measured next
@@ -28,7 +29,7 @@ Label agreement of bf16 and int8 with float32 per family: labels (MiniLM 26-way,
 prompt task type) and the integer score of a regression head (MiniLM with one output).
 
     python scripts/bench_inference.py [--docs 2000] [--deberta-docs 200] [--threads N]
-                                      [--budgets 1024,16384] [--e2e-only] [--json F]
+                                      [--budgets 1024,16384] [--e2e-only] [--only ROWS] [--json F]
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ from curator.config import InferenceConfig  # noqa: E402
 from curator.inference.memory import cpu_token_budget  # noqa: E402
 from curator.inference.numerics import cpu_numerics  # noqa: E402
 from curator.models.hub import resolve_model  # noqa: E402
+from curator.models.native import deberta_attention  # noqa: E402
 from curator.models.weights import load_strict, read_safetensors  # noqa: E402
 from curator.resources import available_cores  # noqa: E402
 from tests.fixtures_deberta import PROMPT_HEADS, mixin_config, prompt_task_config  # noqa: E402
 
 MAX_LENGTH = 512
+ATTENTION_WIDTHS = (32, 64, 128, 256, 512)  # padded widths the attention rate is timed at
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -188,17 +191,47 @@ def linear_rate(config, threads: int, tokens: int) -> float:
     return sum(2 * tokens * o * k for o, k in shapes) / best
 
 
-def ceiling(config, lengths: np.ndarray, head: int, pooler: bool, rate: float, threads: int) -> str:
-    """The fraction of the float32 bound the engine could reach if everything but its Linear layers
-    (attention, position terms, norms, activations) took no time: those run at `linear_rate`."""
+def attention_rates(config, threads: int, budget: int) -> dict[int, float]:
+    """FLOP/s of an engine batch's attention products (Q·Kᵀ, then weights·V) as `torch.bmm` runs them,
+    per padded width: head-size-deep products reach well below the square-matmul rate."""
+    torch.set_num_threads(threads)
+    heads = config.num_attention_heads
+    size = config.hidden_size // heads
+    rates = {}
+    for width in ATTENTION_WIDTHS:
+        batch = max(1, budget // width) * heads
+        q, k = torch.randn(batch, width, size), torch.randn(batch, size, width)
+        weights, v = torch.randn(batch, width, width), torch.randn(batch, width, size)
+        products = lambda q=q, k=k, weights=weights, v=v: (torch.bmm(q, k), torch.bmm(weights, v))  # noqa: E731
+        products()
+        rates[width] = 4 * batch * width * width * size / min(_timed(products) for _ in range(5))
+    return rates
+
+
+def ceiling(
+    config, lengths: np.ndarray, head: int, pooler: bool, rate: float, threads: int, position_terms: int = 0
+) -> str:
+    """The fractions of the float32 bound the engine could reach if everything but its Linear layers
+    (attention, position terms, norms, activations) took no time: those run at `linear_rate`; and if
+    only its matmuls took time: the Linear layers, plus the attention products at `attention_rates`
+    for each document's width (Q·Kᵀ and weights·V, and `position_terms` more products of the same size:
+    DeBERTa's content→position and position→content scores, which the bound does not count)."""
     linear = float(lengths.sum()) * 2 * linear_weights(config, head, pooler)
     total = float(flops_per_doc(lengths, config, head, pooler).sum())
     budget = cpu_token_budget(config, MAX_LENGTH)
     achieved = linear_rate(config, threads, budget)
+    rates = attention_rates(config, threads, budget)
+    products = (2 + position_terms) * 2 * config.num_hidden_layers * config.hidden_size
+    widths = [next(w for w in ATTENTION_WIDTHS if w >= n) for n in lengths]
+    attention = sum(products * float(n) ** 2 / rates[w] for n, w in zip(lengths, widths))
     return (
         f"float32 Linear layers at the engine's {budget}-token batches: {achieved / 1e9:.0f} GFLOP/s, "
         f"{achieved / rate:.0%} of the square-matmul rate; with all else free the engine would reach "
-        f"{total / (linear / achieved) / rate:.0%} of the float32 bound"
+        f"{total / (linear / achieved) / rate:.0%} of the float32 bound; with the attention products too "
+        f"(at {'/'.join(f'{rates[w] / 1e9:.0f}' for w in ATTENTION_WIDTHS)} GFLOP/s for widths "
+        f"{'/'.join(map(str, ATTENTION_WIDTHS))}"
+        + (f", {position_terms} position-term products" if position_terms else "")
+        + f") and nothing else, {total / (linear / achieved + attention) / rate:.0%}"
     )
 
 
@@ -327,6 +360,9 @@ def main() -> None:
     parser.add_argument("--e2e-only", action="store_true", help="only the run.py rows (larger corpora)")
     parser.add_argument("--budgets", default="", help="also run the engine at these token budgets (a,b,...)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--only", default="", help="run only the rows whose names start with one of these (a,b,...)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -373,7 +409,7 @@ def main() -> None:
         print("MiniLM " + ceiling(config, lengths, 26, True, fp32_rate, args.threads))
         if args.deberta_docs:
             shape, cut = deberta_base_config(1), lengths[: args.deberta_docs]
-            print("DeBERTa " + ceiling(shape, cut, 26, False, fp32_rate, args.threads))
+            print("DeBERTa " + ceiling(shape, cut, 26, False, fp32_rate, args.threads, position_terms=2))
         print(f"tokenisation alone: {tokenize_seconds:.2f} s for the corpus")
 
         # (name, corpus, FLOPs key, measure)
@@ -407,6 +443,8 @@ def main() -> None:
             ]
         if args.deberta_docs:
             deberta = make_deberta(work, minilm)
+            native_attention = deberta_attention()  # compiled (once per machine) before any clock starts
+            print(f"compiled DeBERTa attention: {'yes' if native_attention else 'no (PyTorch ops)'}")
             dom, prompt = deberta["domain"], deberta["prompt"]
             plan += [
                 (
@@ -423,6 +461,11 @@ def main() -> None:
                     "deberta lean fp32",
                     "deberta",
                     lambda: engine(deberta_texts, dom, "mixin", dtype="float32"),
+                ),
+                (
+                    "deberta lean fp32, PyTorch attention",
+                    "deberta",
+                    lambda: engine(deberta_texts, dom, "mixin", dtype="float32", native_attention=False),
                 ),
                 (
                     "deberta lean bf16",
@@ -461,6 +504,8 @@ def main() -> None:
         runs: dict[str, dict] = {}
         for name, corpus, measure in plan:
             if name in drop or (args.e2e_only and not name.startswith("e2e")):
+                continue
+            if args.only and not name.startswith(tuple(filter(None, args.only.split(",")))):
                 continue
             # This machine's speed drifts; each run is judged against the matmul rates measured next to it.
             before = {d: matmul_rate(args.threads, t) for d, t in DTYPES.items()}
@@ -531,11 +576,15 @@ def main() -> None:
         "deberta lean fp32 / HF fp32": ("deberta HF fp32", "deberta lean fp32"),
         "deberta lean bf16 / HF fp32": ("deberta HF fp32", "deberta lean bf16"),
         "deberta lean bf16 / lean fp32": ("deberta lean fp32", "deberta lean bf16"),
+        "deberta lean fp32, compiled / PyTorch attention": (
+            "deberta lean fp32, PyTorch attention",
+            "deberta lean fp32",
+        ),
     }
     print("\nspeed-ups (same run):")
     for what, (slow, fast) in ratios.items():
         if slow in runs and fast in runs:
-            print(f"  {what:<40}{runs[slow]['seconds'] / runs[fast]['seconds']:.2f}x")
+            print(f"  {what:<48}{runs[slow]['seconds'] / runs[fast]['seconds']:.2f}x")
     e2e_names = [name for name in runs if name.startswith("e2e")]
     if e2e_names:
         print("\nend to end (the rest of pipeline.run: worker start-up, reading, writing):")
