@@ -8,7 +8,6 @@
 // Compiled on first use by curator/models/native.py for the machine it runs on.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/core/InferenceMode.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -16,6 +15,10 @@
 #include <cstring>
 #include <limits>
 #include <vector>
+
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc);  // BLAS (MKL in torch's x86 builds)
 
 namespace {
 
@@ -78,6 +81,16 @@ void softmax_rows(float* s, int64_t n, float* inv) {
   }
 }
 
+// Row-major C[m x n] = alpha * A[m x k] * B' + beta * C, where B' is B[k x n] or, with b_transposed,
+// the transpose of B[n x k]: BLAS's sgemm (column-major) on the transposed problem, C' = B'' * A'.
+// Called straight, not through ATen's dispatcher: a (row, head) of a short row is a few microseconds
+// of arithmetic, and a dozen dispatched ops cost as much again.
+void gemm(int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb, bool b_transposed,
+          float beta, float* C, int ldc) {
+  const char ta = b_transposed ? 'T' : 'N', tb = 'N';
+  sgemm_(&ta, &tb, &n, &m, &k, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
 // q, k, v: [rows, heads, n, d] (head dim contiguous); key_table (c2p) and query_table (p2c):
 // [heads, 2n - 1, d], pre-scaled, column m for relative distance (i - j) = n - 1 - m (key table) and
 // m - (n - 1) (query table), as curator/models/fast_deberta.py lays them out; keep: [rows, n] key mask.
@@ -91,10 +104,10 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
   TORCH_CHECK(q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
               "float32 only");
   const int64_t R = q.size(0), H = q.size(1), n = q.size(2), d = q.size(3);
-  TORCH_CHECK(n > 0 && keep.numel() == R * n, "keep must hold one flag per row and key");
-  const at::Tensor qc = q.stride(-1) == 1 ? q : q.contiguous();
-  const at::Tensor kc = k.stride(-1) == 1 ? k : k.contiguous();
-  const at::Tensor vc = v.stride(-1) == 1 ? v : v.contiguous();
+  TORCH_CHECK(n > 0 && n <= 16384 && keep.numel() == R * n, "keep must hold one flag per row and key");
+  // rows of each (row, head) evenly strided, the head dim contiguous (q, k, v as views of one QKV matmul)
+  auto usable = [](const at::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); };
+  const at::Tensor qc = usable(q), kc = usable(k), vc = usable(v);
   const bool c2p = key_table.has_value(), p2c = query_table.has_value();
   const std::vector<int64_t> table_shape{H, 2 * n - 1, d};
   at::Tensor tk, tq;
@@ -109,24 +122,31 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
   const at::Tensor mask = keep.to(at::kBool).reshape({R, n}).contiguous();
   const bool* kept = mask.data_ptr<bool>();
   at::Tensor out = at::empty({R, n, H, d}, q.options());
+  const float *Q = qc.data_ptr<float>(), *K = kc.data_ptr<float>(), *V = vc.data_ptr<float>();
+  const float* TK = c2p ? tk.data_ptr<float>() : nullptr;
+  const float* TQ = p2c ? tq.data_ptr<float>() : nullptr;
+  float* OUT = out.data_ptr<float>();
+  const int N = static_cast<int>(n), D = static_cast<int>(d), HD = static_cast<int>(H * d);
+  const int ldq = static_cast<int>(qc.stride(2)), ldk = static_cast<int>(kc.stride(2));
+  const int ldv = static_cast<int>(vc.stride(2));
+  const float alpha = static_cast<float>(scale);
 
   at::parallel_for(0, R * H, 1, [&](int64_t begin, int64_t end) {
-    c10::InferenceMode guard;  // thread-local: the pool's threads do not inherit the caller's
-    const auto options = q.options();
-    at::Tensor scores = at::empty({n, n}, options);
-    at::Tensor product = at::empty({BLOCK * (n + BLOCK - 1)}, options);
-    std::vector<float> inv(n);
-    float* S = scores.data_ptr<float>();
-    float* P = product.data_ptr<float>();
+    std::vector<float> scores(n * n), product(BLOCK * (n + BLOCK - 1)), inv(n);
+    float* S = scores.data();
+    float* P = product.data();
     for (int64_t t = begin; t < end; ++t) {
       const int64_t r = t / H, h = t % H;
-      const at::Tensor qh = qc[r][h], kh = kc[r][h], vh = vc[r][h];  // [n, d]
+      const float* qh = Q + r * qc.stride(0) + h * qc.stride(1);
+      const float* kh = K + r * kc.stride(0) + h * kc.stride(1);
+      const float* vh = V + r * vc.stride(0) + h * vc.stride(1);
       // c2p[i, j] = q_i . key_table[n - 1 - i + j]: row ii of a block's product read from column b-1-ii
       if (c2p) {
+        const float* table = TK + h * (2 * n - 1) * d;
         for (int64_t s = 0; s < n; s += BLOCK) {
           const int64_t b = std::min(n, s + BLOCK) - s, w = n + b - 1;
-          at::Tensor g = at::from_blob(P, {b, w}, options);
-          at::mm_out(g, qh.narrow(0, s, b), tk[h].narrow(0, n - s - b, w).t());
+          gemm(static_cast<int>(b), static_cast<int>(w), D, 1.0f, qh + s * ldq, ldq, table + (n - s - b) * d, D,
+               true, 0.0f, P, static_cast<int>(w));
           for (int64_t ii = 0; ii < b; ++ii) std::memcpy(S + (s + ii) * n, P + ii * w + (b - 1 - ii), n * sizeof(float));
         }
       } else {
@@ -134,10 +154,11 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
       }
       // p2c[i, j] = k_j . query_table[n - 1 + i - j]: by blocks of keys, added into columns by tiles
       if (p2c) {
+        const float* table = TQ + h * (2 * n - 1) * d;
         for (int64_t s = 0; s < n; s += BLOCK) {
           const int64_t b = std::min(n, s + BLOCK) - s, w = n + b - 1;
-          at::Tensor g = at::from_blob(P, {b, w}, options);
-          at::mm_out(g, kh.narrow(0, s, b), tq[h].narrow(0, n - s - b, w).t());
+          gemm(static_cast<int>(b), static_cast<int>(w), D, 1.0f, kh + s * ldk, ldk, table + (n - s - b) * d, D,
+               true, 0.0f, P, static_cast<int>(w));
           for (int64_t i0 = 0; i0 < n; i0 += TILE) {
             const int64_t i1 = std::min(n, i0 + TILE);
             for (int64_t j0 = 0; j0 < b; j0 += TILE) {
@@ -155,11 +176,10 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
       for (int64_t j = 0; j < n; ++j)
         if (!row_keep[j])
           for (int64_t i = 0; i < n; ++i) S[i * n + j] = NEG_INF;
-      scores.addmm_(qh, kh.t(), 1.0, scale);
+      gemm(N, N, D, alpha, qh, ldq, kh, ldk, true, 1.0f, S, N);  // S += scale * q k^T
       softmax_rows(S, n, inv.data());
-      at::Tensor o = out.select(0, r).select(1, h);  // [n, d], rows H * d apart
-      at::mm_out(o, scores, vh);
-      float* O = o.data_ptr<float>();
+      float* O = OUT + r * n * H * d + h * d;  // [n, d], rows H * d apart
+      gemm(N, D, N, 1.0f, S, N, vh, ldv, false, 0.0f, O, HD);
       for (int64_t i = 0; i < n; ++i) {
         float* row = O + i * H * d;
         const float f = inv[i];
