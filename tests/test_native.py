@@ -148,3 +148,17 @@ def test_the_cache_folder_differs_by_cpu_and_source(monkeypatch: pytest.MonkeyPa
     assert native.cache_folder(b"other source") != here
     monkeypatch.setattr(native, "cpu_flags", lambda: "sse2 avx2")  # another kind of node, same home
     assert native.cache_folder(b"source") != here
+
+
+@needs_compiler
+def test_a_symbol_torch_lacks_fails_the_build_not_a_later_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A torch whose BLAS has no `sgemm_` must fall back at build time: a library with an unresolved
+    symbol would load lazily and end the process at its first call."""
+    source = tmp_path / "deberta_attention.cpp"
+    source.write_text(native.SOURCE.read_text().replace("sgemm_(", "sgemm_missing_("))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="sgemm_missing_"):
+        native.build(source)
+    assert libraries(tmp_path / "cache") == []

@@ -61,7 +61,9 @@ def compile_command(source: Path, target: Path) -> list[str]:
     includes = [f"-isystem{path}" for path in cpp_extension.include_paths()]
     libraries = [f"-L{path}" for path in cpp_extension.library_paths()]
     compiler = os.environ.get("CXX") or "c++"
-    return [compiler, *FLAGS, *includes, str(source), "-o", str(target), *libraries, "-lc10", "-ltorch_cpu"]
+    # -z defs: a symbol torch's libraries lack (sgemm_ in a build without BLAS) fails here, not at a call
+    link = [*libraries, "-lc10", "-ltorch_cpu", "-Wl,-z,defs"]
+    return [compiler, *FLAGS, *includes, str(source), "-o", str(target), *link]
 
 
 def build(source: Path) -> Path:
