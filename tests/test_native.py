@@ -83,6 +83,8 @@ def test_bf16_first_only_and_switched_off_layers_do_not_use_the_kernel() -> None
     assert layer.kernel(q32, False, index) is not None
     assert layer.kernel(q16, False, index) is None  # autocast: PyTorch's bf16 attention
     assert layer.kernel(q32, True, index) is None  # the last layer's first token only
+    wide = torch.zeros(1, 2, 4097, 16)
+    assert layer.kernel(wide, False, lean.position_index(4097, torch.device("cpu"))) is None
     set_native_attention(lean, False)
     assert layer.kernel(q32, False, index) is None
 

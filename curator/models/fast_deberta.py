@@ -53,6 +53,7 @@ POSITION_TERMS = {"c2p", "p2c"}  # content → position, position → content
 # n + BLOCK - 1 relative distances, not 2n - 1 (512 tokens: 3x faster than one 48 MiB product, AMX Xeon)
 BLOCK = 128
 REL_NORMS = {"layer_norm", "none"}
+KERNEL_WIDTH = 4096  # the compiled attention keeps an n x n float32 buffer per thread: 64 MiB here
 
 
 def position_terms(config: Any) -> list[str]:
@@ -230,7 +231,7 @@ class FastDebertaLayer(FastLayer):
     def kernel(self, q: torch.Tensor, first_only: bool, index: torch.Tensor | None) -> Callable | None:
         """The compiled attention where it applies: every query, float32 on CPU, position terms on."""
         applies = self.native and not first_only and self.relative and index is not None and bool(self.terms)
-        if not applies or q.dtype != torch.float32 or q.device.type != "cpu":
+        if not applies or q.dtype != torch.float32 or q.device.type != "cpu" or q.shape[2] > KERNEL_WIDTH:
             return None
         return deberta_attention()
 
