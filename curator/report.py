@@ -64,11 +64,13 @@ def summarise(stats: Sequence[dict[str, Any]], seconds: float, output_path: str)
             for key, value in part.items():
                 if not isinstance(value, (dict, str)):  # histograms are merged below, numerics next
                     into[key] = into.get(key, 0) + value
-            if "dtype" in part:  # what the matmuls ran in, per worker (dtype=auto differs by CPU)
-                into.setdefault("dtype_by_worker", {})[part.get("worker", "?")] = part["dtype"]
+            for kind in ("dtype", "attention"):  # per worker: dtype=auto differs by CPU, a compiler by host
+                if kind in part:
+                    into.setdefault(f"{kind}_by_worker", {})[part.get("worker", "?")] = part[kind]
     for part in engine.values():
-        if "dtype_by_worker" in part:
-            part["dtype"] = ", ".join(sorted(set(part["dtype_by_worker"].values())))
+        for kind in ("dtype", "attention"):
+            if f"{kind}_by_worker" in part:
+                part[kind] = ", ".join(sorted(set(part[f"{kind}_by_worker"].values())))
         part["docs_per_task_second"] = (
             round(part["documents"] / part["seconds"], 2) if part["seconds"] else None
         )

@@ -4,6 +4,7 @@ backend, and the dtype a run used, as the engine reports it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -241,6 +242,29 @@ def test_summary_json_and_report_carry_the_dtype_per_worker(
     assert '"dtype_by_worker"' in page and 'id="numerics"' in page
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["compiled", "pytorch"])
+def test_summary_says_how_a_float32_deberta_run_computed_its_attention(
+    make_config, docs_dir: Path, tmp_path: Path, deberta_ckpts: dict[str, Path], native: bool
+) -> None:
+    if native and shutil.which(os.environ.get("CXX") or "c++") is None:
+        pytest.skip("no C++ compiler on this machine")
+    cfg = make_config(
+        f"dataset.path={docs_dir}",
+        "classifier=domain",
+        f"classifier.domain.model={deberta_ckpts['domain']}",
+        "classifier.domain.max_length=48",
+        "inference.dtype=float32",
+        f"inference.native_attention={str(native).lower()}",
+    )
+    pipeline.run(cfg, run_dir=str(tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    engine = summary["classifiers"]["domain"]
+    kind = "compiled" if native else "PyTorch"
+    assert engine["dtype"] == "float32" and engine["attention"] == kind
+    assert set(engine["attention_by_worker"].values()) == {kind}
+    assert '"attention_by_worker"' in render(summary)
+
+
 def test_summary_shows_each_workers_dtype() -> None:
     unit = {"read": 1, "written": 1, "filtered": 0, "quarantined": 0, "labels": {}, "input": "a"}
     parts = [
@@ -259,6 +283,8 @@ def test_summary_shows_each_workers_dtype() -> None:
         }
         for worker, dtype in (("tcp://a:1", "bfloat16"), ("tcp://b:1", "float32"), ("tcp://a:1", "bfloat16"))
     ]
+    parts[1]["classify"]["c"]["attention"] = "PyTorch"  # the float32 worker's lean DeBERTa, no compiler
     engine = summarise(parts, 1.0, "out")["classifiers"]["c"]
     assert engine["dtype_by_worker"] == {"tcp://a:1": "bfloat16", "tcp://b:1": "float32"}
+    assert engine["attention_by_worker"] == {"tcp://b:1": "PyTorch"} and engine["attention"] == "PyTorch"
     assert engine["dtype"] == "bfloat16, float32" and engine["documents"] == 3

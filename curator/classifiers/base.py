@@ -33,7 +33,7 @@ from curator.inference.numerics import numerics_label, worker_name
 from curator.inference.simulated import SimulatedModel
 from curator.inference.simulated import refuse_generation as refuse_simulated
 from curator.inference.tokens import tokenize_windows
-from curator.models.fast_deberta import set_native_attention
+from curator.models.fast_deberta import attention_kind, set_native_attention
 from curator.models.hub import resolve_model
 from curator.models.limits import reference_max_length
 
@@ -388,11 +388,15 @@ class DistributedDataClassifier:
 
     def numerics_used(self) -> dict[str, str]:
         """What this worker's matmuls run in ('bfloat16', 'float32', 'int8/onednn'), and which worker:
-        `inference.dtype=auto` differs from machine to machine, so the summary shows it per worker."""
+        `inference.dtype=auto` differs from machine to machine, so the summary shows it per worker; for a
+        lean DeBERTa in float32 on CPU also how its attention ran ('compiled' or 'PyTorch')."""
         device = resolve_device(self.inference.device)
         quantize = self.inference.quantize if device.type == "cpu" else None
         autocast = resolve_autocast(self.inference.dtype, device, quantize)
-        return {"dtype": numerics_label(autocast, quantize), "worker": worker_name()}
+        used = {"dtype": numerics_label(autocast, quantize), "worker": worker_name()}
+        if autocast is None and device.type == "cpu" and (kind := attention_kind(self._runtime()[0])):
+            used["attention"] = kind  # lean DeBERTa: compiled here, or PyTorch's ops (no compiler)
+        return used
 
     def classify_partition(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Add this classifier's columns to a partition; rows marked bad by the reader get nulls."""

@@ -264,6 +264,15 @@ def set_native_attention(model: nn.Module, enabled: bool) -> None:
             part.native = enabled
 
 
+def attention_kind(model: nn.Module) -> str | None:
+    """How `model`'s lean DeBERTa layers compute attention in float32 on CPU, for the summary:
+    'compiled' or 'PyTorch' (no compiler, or switched off); None for a model without them."""
+    layers = [m for m in model.modules() if isinstance(m, FastDebertaLayer) and m.relative and m.terms]
+    if not layers:
+        return None
+    return "compiled" if layers[0].native and deberta_attention() is not None else "PyTorch"
+
+
 class FastDebertaEncoder(nn.Module):
     """A DeBERTa-v2/v3 backbone: embeddings, relative-position table, `FastDebertaLayer`s."""
 
