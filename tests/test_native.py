@@ -1,5 +1,6 @@
-"""The compiled DeBERTa attention: PyTorch's numbers, built once per machine, safe to build from many
-processes at once or to kill mid-build, and PyTorch's ops where it cannot be built."""
+"""The compiled DeBERTa kernels (attention; bias + GELU, residual + LayerNorm): PyTorch's numbers, built
+once per machine, safe to build from many processes at once or to kill mid-build, and PyTorch's ops
+where they cannot be built."""
 
 from __future__ import annotations
 
@@ -51,10 +52,13 @@ def test_the_kernel_equals_pytorchs_ops_and_hugging_face(
     overrides: dict, atol: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lean, model = encoder(**overrides)
-    used = []
-    kernel = FastDebertaLayer.kernel
+    used, fused = [], []
+    kernel, fused_steps = FastDebertaLayer.kernel, FastDebertaLayer.fused
     monkeypatch.setattr(
         FastDebertaLayer, "kernel", lambda self, *a: used.append(op := kernel(self, *a)) or op
+    )
+    monkeypatch.setattr(
+        FastDebertaLayer, "fused", lambda self, *a: fused.append(ops := fused_steps(self, *a)) or ops
     )
     # widths below, at and across the 64-query blocks; a one-token row; padding in every batch
     for lengths in ([1, 3, 9], [64, 17], [65, 130, 2], [200, 7, 140]):
@@ -72,10 +76,11 @@ def test_the_kernel_equals_pytorchs_ops_and_hugging_face(
         assert torch.equal(ours, again)  # bit-identical run to run
         assert torch.isfinite(ours).all()
     assert any(op is not None for op in used), "the compiled kernel never ran"
+    assert any(ops is not None for ops in fused), "the compiled feed-forward steps never ran"
 
 
 @needs_compiler
-def test_bf16_first_only_and_switched_off_layers_do_not_use_the_kernel() -> None:
+def test_bf16_autocast_first_only_and_switched_off_layers_do_not_use_the_kernels() -> None:
     lean, _ = encoder()
     layer = lean.layers[0]
     index = lean.position_index(5, torch.device("cpu"))
@@ -85,8 +90,14 @@ def test_bf16_first_only_and_switched_off_layers_do_not_use_the_kernel() -> None
     assert layer.kernel(q32, True, index) is None  # the last layer's first token only
     wide = torch.zeros(1, 2, 4097, 16)
     assert layer.kernel(wide, False, lean.position_index(4097, torch.device("cpu"))) is None
+    x32 = torch.zeros(1, 5, 32)
+    assert layer.fused(x32) is not None
+    assert layer.fused(x32.bfloat16()) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer.fused(x32) is None  # the matmuls would run in bf16
     set_native_attention(lean, False)
     assert layer.kernel(q32, False, index) is None
+    assert layer.fused(x32) is None
 
 
 def run_build(cache: Path, **env: str) -> subprocess.Popen:

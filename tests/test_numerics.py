@@ -131,7 +131,7 @@ def classify(family: type, folder: Path, dtype: str, fast: bool = True) -> tuple
     model, _, _ = clf._runtime()
     seen: list[torch.dtype] = []
     backbone = getattr(model, "model", None) or model.backbone
-    linear = backbone.layers[0].up if fast else backbone.encoder.layer[0].intermediate.dense
+    linear = backbone.layers[0].qkv if fast else backbone.encoder.layer[0].intermediate.dense
     handle = linear.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     try:
         out = clf.classify_partition(pd.DataFrame({"text": texts_of_many_lengths()}))

@@ -15,8 +15,9 @@ Same weights and arithmetic as Hugging Face's `DebertaV2Model`, with less work a
   and feed-forward for that token only;
 - built uninitialised and handed the checkpoint's tensors (no random init, no modelling import);
 - float32 on CPU: the attention itself by a C++ kernel compiled on first use (`curator.models.native`:
-  each (row, head)'s scores built in cache, not in passes over the whole bias), PyTorch's ops where
-  it cannot be built or `inference.native_attention=false`.
+  each (row, head)'s scores built in cache, not in passes over the whole bias), and the output block's
+  bias + GELU and residual + LayerNorm as one pass each; PyTorch's ops where they cannot be built or
+  `inference.native_attention=false`.
 
 Results equal Hugging Face's within float rounding (tests/test_fast_deberta.py). Configs it does not
 reproduce exactly (convolution layers, embedding projections, other attention kinds) are left to
@@ -44,6 +45,7 @@ from curator.models.fast_encoder import (
 )
 from curator.models.fast_encoder import LAYER_PARTS as BERT_LAYER_PARTS
 from curator.models.native import deberta_attention
+from curator.models.native import kernels as native_kernels
 from curator.models.weights import IGNORABLE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,31 @@ class FastDebertaLayer(FastLayer):
         if not applies or q.dtype != torch.float32 or q.device.type != "cpu" or q.shape[2] > KERNEL_WIDTH:
             return None
         return deberta_attention()
+
+    def fused(self, x: torch.Tensor) -> Any | None:
+        """The compiled bias + GELU and residual + LayerNorm steps where they apply: float32 on CPU
+        outside autocast, plain Linear layers (not int8's), an erf GELU."""
+        plain = all(type(part) is nn.Linear for part in (self.out, self.up, self.down))
+        if not (self.native and plain and self.activation == "gelu") or torch.is_autocast_enabled("cpu"):
+            return None
+        return native_kernels() if x.dtype == torch.float32 and x.device.type == "cpu" else None
+
+    def finish(self, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """BERT's output block; with the compiled steps, each matmul's bias, the activation, the residual
+        and the norm in one pass over its output instead of a bias copy and two or three passes."""
+        if (ops := self.fused(x)) is None:
+            return super().finish(attended, x)
+        rows = x.reshape(-1, x.shape[-1])
+        attended = attended.transpose(1, 2).reshape(rows.shape)
+        norm1, norm2 = self.norm1, self.norm2
+        h = ops.bias_residual_layer_norm_(
+            attended @ self.out.weight.t(), self.out.bias, rows, norm1.weight, norm1.bias, norm1.eps
+        )
+        up = ops.bias_gelu_(h @ self.up.weight.t(), self.up.bias)
+        out = ops.bias_residual_layer_norm_(
+            up @ self.down.weight.t(), self.down.bias, h, norm2.weight, norm2.bias, norm2.eps
+        )
+        return out.view(x.shape)
 
     def forward(
         self,

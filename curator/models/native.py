@@ -1,9 +1,10 @@
 """C++ CPU kernels, compiled on first use for the machine that runs them and cached on disk.
 
-One today: DeBERTa's disentangled attention in float32 (`csrc/deberta_attention.cpp`), which PyTorch's
-ops can only build in passes over a [rows, heads, n, n] bias in memory. The kernel builds each
-(row, head)'s scores in cache instead: the deberta-v3-base shape runs ~1.2x faster end to end on a
-2-core Xeon (scripts/bench_inference.py), with the same results within float rounding.
+For DeBERTa in float32 (`csrc/deberta_attention.cpp`): its disentangled attention, which PyTorch's
+ops can only build in passes over a [rows, heads, n, n] bias in memory, built per (row, head) in cache
+instead; and the feed-forward's bias + GELU and residual + bias + LayerNorm steps as one pass each.
+The deberta-v3-base shape runs ~1.2x faster on a 2-core Xeon (scripts/bench_inference.py), with the
+same results within float rounding.
 
 The build needs a C++ compiler (`$CXX`, else `c++`) and torch's headers, nothing else (no ninja, no
 Python headers); it takes ~10 s once per machine kind. Where it cannot happen (no compiler, a
@@ -26,6 +27,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -94,15 +96,21 @@ def build(source: Path) -> Path:
 
 
 @functools.cache
-def deberta_attention() -> Callable[..., torch.Tensor] | None:
-    """`torch.ops.curator.deberta_attention`, compiled for this CPU; None (logged once) where it cannot be."""
+def kernels() -> Any | None:
+    """`torch.ops.curator` with the compiled kernels for this CPU; None (logged once) where they cannot be."""
     if sys.platform != "linux":
         log.info("Native DeBERTa attention is built on Linux only: PyTorch's ops run")
         return None
     try:
         torch.ops.load_library(str(build(SOURCE)))
-        return torch.ops.curator.deberta_attention
+        return torch.ops.curator
     except Exception as exc:  # any failure: the same results come from PyTorch's ops
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         log.info("Native DeBERTa attention not available (%s): PyTorch's ops run (same results)", reason)
         return None
+
+
+def deberta_attention() -> Callable[..., torch.Tensor] | None:
+    """`torch.ops.curator.deberta_attention`, compiled for this CPU, or None."""
+    ops = kernels()
+    return ops.deberta_attention if ops is not None else None

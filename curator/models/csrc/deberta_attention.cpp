@@ -5,12 +5,15 @@
 // in a buffer that stays in the core's cache: the position products by blocks of 64 queries (c2p) and
 // 64 keys (p2c), each read as a Toeplitz band of its block's product, then the padding mask, Q.K^T
 // added by BLAS, softmax, and the weights times V written straight into [rows, n, heads, d].
+// Also the layer's output block in fewer passes: bias + GELU in place after the up projection, and
+// bias + residual + LayerNorm in place after the output and down projections.
 // Compiled on first use by curator/models/native.py for the machine it runs on.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -26,28 +29,32 @@ constexpr int64_t BLOCK = 64;  // queries (c2p) or keys (p2c) per position produ
 constexpr int64_t TILE = 16;   // side of the tiles of the transposed (p2c) add
 constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
 
-// exp(x - shift) in place, returning the sum; x - shift <= 0. Cephes' polynomial, written so the
-// compiler vectorises it; 0 below -87 (where float32's exp underflows) and for -inf.
+// exp(v) for v <= 0: Cephes' polynomial, written so the compiler vectorises the loops that call it;
+// 0 below -87 (where float32's exp underflows) and for -inf.
+inline float exp_nonpositive(float v) {
+  const float c = v > -87.0f ? v : -87.0f;
+  const float k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(c / ln 2)
+  float r = c - k * 0.693359375f;
+  r = r + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // 2^k
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return v > -87.0f ? p * scale : 0.0f;
+}
+
+// exp(x - shift) in place, returning the sum; x - shift <= 0.
 float exp_sum(float* x, int64_t n, float shift) {
   float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
   for (int64_t j = 0; j < n; ++j) {
-    const float v = x[j] - shift;
-    const float c = v > -87.0f ? v : -87.0f;
-    const float k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(c / ln 2)
-    float r = c - k * 0.693359375f;
-    r = r + k * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // 2^k
-    float scale;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    const float e = v > -87.0f ? p * scale : 0.0f;
+    const float e = exp_nonpositive(x[j] - shift);
     x[j] = e;
     sum += e;
   }
@@ -190,12 +197,94 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
   return out;
 }
 
+
+// In place: x[m, :] = gelu(x[m, :] + bias), GELU with erf as Hugging Face's "gelu" (erf by Abramowitz
+// and Stegun 7.1.26, as ATen's vectorised erf): the feed-forward's up projection then needs no bias
+// copy before its matmul and no fresh [tokens, intermediate] tensor after it.
+at::Tensor bias_gelu_(at::Tensor& x, const at::Tensor& bias) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kFloat, "x: contiguous float32 [m, n]");
+  const int64_t m = x.size(0), n = x.size(1);
+  TORCH_CHECK(bias.numel() == n && bias.scalar_type() == at::kFloat, "bias: float32 [n]");
+  const at::Tensor b = bias.contiguous();
+  float* X = x.data_ptr<float>();
+  const float* B = b.data_ptr<float>();
+  at::parallel_for(0, m, 16, [=](int64_t begin, int64_t end) {
+    const float* __restrict shift = B;  // local and unaliased, so the loop below vectorises
+    for (int64_t i = begin; i < end; ++i) {
+      float* __restrict row = X + i * n;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const float v = row[j] + shift[j];
+        const float z = v * 0.70710678118654752f;
+        const float a = std::fabs(z);
+        const float t = 1.0f / (0.3275911f * a + 1.0f);
+        float r = 1.061405429f * t - 1.453152027f;
+        r = r * t + 1.421413741f;
+        r = r * t - 0.284496736f;
+        r = r * t + 0.254829592f;
+        const float erf_z = std::copysign(1.0f - r * t * exp_nonpositive(-(a * a)), z);
+        row[j] = 0.5f * v * (1.0f + erf_z);
+      }
+    }
+  });
+  return x;
+}
+
+// In place: x[m, :] = LayerNorm(x[m, :] + bias + residual[m, :]) * weight + shift: the residual add,
+// the Linear's bias and the norm in one pass over the rows instead of three.
+at::Tensor bias_residual_layer_norm_(at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual,
+                                     const at::Tensor& weight, const at::Tensor& shift, double eps) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kFloat, "x: contiguous float32 [m, n]");
+  const int64_t m = x.size(0), n = x.size(1);
+  TORCH_CHECK(residual.numel() == m * n && bias.numel() == n && weight.numel() == n && shift.numel() == n,
+              "residual [m, n], bias/weight/shift [n]");
+  const at::Tensor res = residual.reshape({m, n}).contiguous(), b = bias.contiguous();
+  const at::Tensor w = weight.contiguous(), s = shift.contiguous();
+  float* X = x.data_ptr<float>();
+  const float *RES = res.data_ptr<float>(), *B = b.data_ptr<float>(), *W = w.data_ptr<float>(),
+              *S = s.data_ptr<float>();
+  const float epsilon = static_cast<float>(eps);
+  at::parallel_for(0, m, 16, [=](int64_t begin, int64_t end) {
+    const float *__restrict bias_row = B, *__restrict gain = W, *__restrict offset = S;
+    for (int64_t i = begin; i < end; ++i) {
+      float* __restrict row = X + i * n;
+      const float* __restrict r = RES + i * n;
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < n; ++j) {
+        const float v = row[j] + bias_row[j] + r[j];
+        row[j] = v;
+        sum += v;
+      }
+      const float mean = sum / static_cast<float>(n);
+      float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+      for (int64_t j = 0; j < n; ++j) {
+        const float c = row[j] - mean;
+        squares += c * c;
+      }
+      const float rstd = 1.0f / std::sqrt(squares / static_cast<float>(n) + epsilon);
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) row[j] = (row[j] - mean) * rstd * gain[j] + offset[j];
+    }
+  });
+  return x;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(curator, m) {
   m.def(
       "deberta_attention(Tensor q, Tensor k, Tensor v, Tensor? key_table, Tensor? query_table, Tensor keep, "
       "float scale) -> Tensor");
+  m.def("bias_gelu_(Tensor(a!) x, Tensor bias) -> Tensor(a!)");
+  m.def(
+      "bias_residual_layer_norm_(Tensor(a!) x, Tensor bias, Tensor residual, Tensor weight, Tensor shift, "
+      "float eps) -> Tensor(a!)");
 }
 
-TORCH_LIBRARY_IMPL(curator, CPU, m) { m.impl("deberta_attention", deberta_attention); }
+TORCH_LIBRARY_IMPL(curator, CPU, m) {
+  m.impl("deberta_attention", deberta_attention);
+  m.impl("bias_gelu_", bias_gelu_);
+  m.impl("bias_residual_layer_norm_", bias_residual_layer_norm_);
+}
