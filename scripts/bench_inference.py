@@ -444,7 +444,7 @@ def main() -> None:
         if args.deberta_docs:
             deberta = make_deberta(work, minilm)
             native_attention = deberta_attention()  # compiled (once per machine) before any clock starts
-            print(f"compiled DeBERTa attention: {'yes' if native_attention else 'no (PyTorch ops)'}")
+            print(f"compiled DeBERTa kernels: {'yes' if native_attention else 'no (PyTorch ops)'}")
             dom, prompt = deberta["domain"], deberta["prompt"]
             plan += [
                 (
@@ -463,7 +463,7 @@ def main() -> None:
                     lambda: engine(deberta_texts, dom, "mixin", dtype="float32"),
                 ),
                 (
-                    "deberta lean fp32, PyTorch attention",
+                    "deberta lean fp32, PyTorch ops",
                     "deberta",
                     lambda: engine(deberta_texts, dom, "mixin", dtype="float32", native_attention=False),
                 ),
@@ -576,8 +576,8 @@ def main() -> None:
         "deberta lean fp32 / HF fp32": ("deberta HF fp32", "deberta lean fp32"),
         "deberta lean bf16 / HF fp32": ("deberta HF fp32", "deberta lean bf16"),
         "deberta lean bf16 / lean fp32": ("deberta lean fp32", "deberta lean bf16"),
-        "deberta lean fp32, compiled / PyTorch attention": (
-            "deberta lean fp32, PyTorch attention",
+        "deberta lean fp32, compiled / PyTorch ops": (
+            "deberta lean fp32, PyTorch ops",
             "deberta lean fp32",
         ),
     }
