@@ -98,6 +98,16 @@ void gemm(int m, int n, int k, float alpha, const float* A, int lda, const float
   sgemm_(&ta, &tb, &n, &m, &k, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
 
+// One block's position product: P[b x w] = x[s, s + b) . table[n - s - b, 2n - 1 - s)^T, the w = n + b - 1
+// relative distances rows s..s+b-1 meet (x: queries for c2p, keys for p2c; rows ldx apart). Returns w.
+int64_t block_product(const float* x, int ldx, const float* table, int64_t n, int64_t s, int64_t b, int d,
+                      float* P) {
+  const int64_t w = n + b - 1;
+  gemm(static_cast<int>(b), static_cast<int>(w), d, 1.0f, x + s * ldx, ldx, table + (n - s - b) * d, d, true,
+       0.0f, P, static_cast<int>(w));
+  return w;
+}
+
 // q, k, v: [rows, heads, n, d] (head dim contiguous); key_table (c2p) and query_table (p2c):
 // [heads, 2n - 1, d], pre-scaled, column m for relative distance (i - j) = n - 1 - m (key table) and
 // m - (n - 1) (query table), as curator/models/fast_deberta.py lays them out; keep: [rows, n] key mask.
@@ -151,9 +161,7 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
       if (c2p) {
         const float* table = TK + h * (2 * n - 1) * d;
         for (int64_t s = 0; s < n; s += BLOCK) {
-          const int64_t b = std::min(n, s + BLOCK) - s, w = n + b - 1;
-          gemm(static_cast<int>(b), static_cast<int>(w), D, 1.0f, qh + s * ldq, ldq, table + (n - s - b) * d, D,
-               true, 0.0f, P, static_cast<int>(w));
+          const int64_t b = std::min(n, s + BLOCK) - s, w = block_product(qh, ldq, table, n, s, b, D, P);
           for (int64_t ii = 0; ii < b; ++ii) std::memcpy(S + (s + ii) * n, P + ii * w + (b - 1 - ii), n * sizeof(float));
         }
       } else {
@@ -163,9 +171,7 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
       if (p2c) {
         const float* table = TQ + h * (2 * n - 1) * d;
         for (int64_t s = 0; s < n; s += BLOCK) {
-          const int64_t b = std::min(n, s + BLOCK) - s, w = n + b - 1;
-          gemm(static_cast<int>(b), static_cast<int>(w), D, 1.0f, kh + s * ldk, ldk, table + (n - s - b) * d, D,
-               true, 0.0f, P, static_cast<int>(w));
+          const int64_t b = std::min(n, s + BLOCK) - s, w = block_product(kh, ldk, table, n, s, b, D, P);
           for (int64_t i0 = 0; i0 < n; i0 += TILE) {
             const int64_t i1 = std::min(n, i0 + TILE);
             for (int64_t j0 = 0; j0 < b; j0 += TILE) {
