@@ -90,19 +90,23 @@ cp "$1" {dir}/job-$$.sh
 echo "Submitted batch job $$"
 """
 FAKE_SQUEUE = """#!/bin/sh
-# squeue -h -t all -j ID,ID -o FORMAT: RUNNING, or CANCELLED for the ids listed in the file `cancelled`
+# squeue -h -t all -j ID,ID -o FORMAT: RUNNING, or COMPLETING / CANCELLED for ids in the files so named
 for id in $(echo "$5" | tr , ' '); do
   state=RUNNING
+  if grep -qx "$id" {dir}/completing 2>/dev/null; then state=COMPLETING; fi
   if grep -qx "$id" {dir}/cancelled 2>/dev/null; then state=CANCELLED; fi
   echo "$id|$state|node1"
 done
 """
 
 
+@pytest.mark.parametrize("completing_first", [False, True])
 def test_an_ended_worker_job_is_logged_and_replaced_by_a_new_one(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    completing_first: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """SLURM's commands faked at the PATH edge: the watcher's bookkeeping, where no SLURM runs."""
+    """SLURM's commands faked at the PATH edge: the watcher's bookkeeping, where no SLURM runs. A job
+    squeue shows COMPLETING (its processes being killed) is replaced at once and polled until squeue
+    says why it ended."""
     pytest.importorskip("dask_jobqueue")
     bin_dir, jobs_dir = tmp_path / "bin", tmp_path / "jobs"
     jobs_dir.mkdir()
@@ -120,12 +124,19 @@ def test_an_ended_worker_job_is_logged_and_replaced_by_a_new_one(
     with connect(cfg.cluster) as client:
         first = wait_for(lambda: len(submitted()) == 2 and submitted(), 30, "two jobs submitted")
         wait_for(lambda: all(f"SLURM job {j} started on node1" in caplog.text for j in first), 30, "starts")
-        (jobs_dir / "cancelled").write_text(first[0] + "\n")
+        (jobs_dir / ("completing" if completing_first else "cancelled")).write_text(first[0] + "\n")
         wait_for(lambda: len(submitted()) == 3, 30, "a replacement submitted")
         time.sleep(1)  # a few more polls: the ended job is replaced once, the running one not at all
+        if completing_first:
+            assert f"SLURM job {first[0]} ended" not in caplog.text  # not known yet
+            (jobs_dir / "cancelled").write_text(first[0] + "\n")
+            wait_for(lambda: f"SLURM job {first[0]} ended (CANCELLED)" in caplog.text, 30, "the final state")
+            time.sleep(1)
         names = sorted(client.cluster.worker_spec)
     assert len(submitted()) == 3 and len(names) == 2 and len(set(names)) == 2
     assert caplog.text.count(f"SLURM job {first[0]} ended (CANCELLED)") == 1
+    assert caplog.text.count(f"SLURM job {first[0]} is ending (COMPLETING)") == int(completing_first)
+    assert caplog.text.count("submitting a replacement") == 1
     (new,) = set(submitted()) - set(first)
     assert f"SLURM job {new} submitted (cluster.jobs=2; 1 ended job(s) replaced so far)" in caplog.text
 
@@ -272,7 +283,8 @@ def test_a_worker_job_cancelled_mid_run_is_replaced_and_every_record_is_written_
     text = run_log(tmp_path)
     submitted = job_ids(text, "submitted")
     assert submitted[0] == first and len(submitted) == 2, text[-3000:]  # one replacement, logged
-    assert f"SLURM job {first} ended (CANCELLED)" in text
+    # squeue shows COMPLETING while the job's processes are killed; the poll may see that or CANCELLED
+    assert re.search(rf"SLURM job {first} (ended \(CANCELLED\)|is ending \(COMPLETING\))", text), text
     assert job_ids(text, "started") == submitted
     summary = json.loads((out / "_summary.json").read_text())
     total = per_file * len(records)

@@ -27,12 +27,16 @@ from curator.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# squeue states after which a job's workers are gone for good (COMPLETING: its processes are being killed)
+# squeue states after which a job's workers are gone for good
 ENDED = frozenset(
-    {"BOOT_FAIL", "CANCELLED", "COMPLETED", "COMPLETING", "DEADLINE", "FAILED", "NODE_FAIL"}
+    {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL"}
     | {"OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
 )
+# its processes are being killed: replaced at once, but squeue shows why it ended (CANCELLED, TIMEOUT...)
+# only once they are gone, so the job is polled until then to log that
+COMPLETING = "COMPLETING"
 GONE = "GONE"  # no longer listed by squeue at all (purged after MinJobAge)
+WORKERS_GONE = ENDED | {COMPLETING, GONE}  # the states in which a job is replaced
 NO_WORKERS = "curator-no-workers"  # the reason on the tasks cancelled when the run gives up waiting
 # sbatch gave no id this long after a submission began (it failed), or squeue never listed the job: replace
 SUBMIT_GRACE_S = 60.0
@@ -86,6 +90,7 @@ class JobWatcher:
     replaced: int = 0
     workers: int = 0  # Dask workers connected at the last poll
     replaced_now: bool = False  # the last squeue poll replaced a job
+    ending: set[str] = field(default_factory=set)  # replaced jobs seen COMPLETING, polled for why they ended
     # the cluster's name of a job that has no SLURM id yet -> when this first saw it without one
     unsubmitted: dict[str, float] = field(default_factory=dict)
     _last_worker: float = field(default_factory=time.monotonic)
@@ -141,7 +146,7 @@ class JobWatcher:
         """squeue the cluster's jobs, log what changed and replace those that ended (None: squeue failed)."""
         self.replaced_now = False
         jobs = self.job_ids()
-        states = squeue_states(sorted(jobs))
+        states = squeue_states(sorted(jobs.keys() | self.ending))
         if states is None:
             return None
         now = time.monotonic()
@@ -151,7 +156,9 @@ class JobWatcher:
                 del states[job_id]  # not listed yet: never replace a job squeue has not shown once
                 continue
             self._note(job_id, state, where)
-        ended = [job_id for job_id, (state, _) in states.items() if state in ENDED or state == GONE]
+            if job_id not in jobs:  # replaced before: only its end is still to log
+                del states[job_id]
+        ended = [job_id for job_id, (state, _) in states.items() if state in WORKERS_GONE]
         self._replace([jobs[job_id] for job_id in ended] + self._never_submitted())
         return states
 
@@ -163,11 +170,16 @@ class JobWatcher:
             log.info("SLURM job %s submitted (cluster.jobs=%d%s)", job_id, self.jobs, replaces)
         if state == "RUNNING" and before != "RUNNING":
             log.info("SLURM job %s started on %s", job_id, where or "?")
-        if (state in ENDED or state == GONE) and before not in ENDED and before != GONE:
-            shown = "no longer in squeue" if state == GONE else state
+        if state == COMPLETING and before != COMPLETING:
+            self.ending.add(job_id)
             log.warning(
-                "SLURM job %s ended (%s): its workers are gone; submitting a replacement", job_id, shown
+                "SLURM job %s is ending (COMPLETING): its workers are gone; submitting a replacement", job_id
             )
+        elif (state in ENDED or state == GONE) and before not in ENDED and before != GONE:
+            self.ending.discard(job_id)
+            shown = "no longer in squeue" if state == GONE else state
+            then = "" if before == COMPLETING else ": its workers are gone; submitting a replacement"
+            log.warning("SLURM job %s ended (%s)%s", job_id, shown, then)
         self.seen[job_id] = state
 
     def _never_submitted(self) -> list[str]:
