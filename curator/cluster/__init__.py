@@ -33,6 +33,7 @@ from curator.cluster.secrets import SECRET_NAME, check_no_secrets, is_secret
 from curator.cluster.slurm import new_slurm_cluster, slurm_job_script, slurm_kwargs, start_slurm
 from curator.cluster.workers import (
     HF_SETTINGS,
+    QuietClose,
     TorchThreads,
     reuse_freed_memory,
     set_torch_threads,
@@ -114,6 +115,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
     cluster, threads = STARTERS[cfg.kind](cfg)
     with cluster, Client(cluster) as client:
         client.register_plugin(TorchThreads(threads))
+        client.register_plugin(QuietClose())
         log.info("Dask dashboard: %s", dashboard(client))
         # SLURM worker jobs end (walltime, preemption, scancel): keep cluster.jobs of them submitted
         with keep_jobs(cluster, client, cfg) if cfg.kind == "slurm" else contextlib.nullcontext():
@@ -170,6 +172,7 @@ def _start_kept(cfg: ClusterConfig) -> Client:
     cluster, threads = start_local(cfg)
     client = Client(cluster, set_as_default=False)
     client.register_plugin(TorchThreads(threads))
+    client.register_plugin(QuietClose())
     log.info("Python API: local cluster kept for this process; Dask dashboard: %s", dashboard(client))
     _KEPT.update(cluster=cluster, client=client)
     atexit.register(close_kept)

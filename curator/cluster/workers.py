@@ -1,11 +1,15 @@
-"""Worker tuning: torch's share of the cores, native thread counts, the allocator, the HF settings."""
+"""Worker tuning: torch's share of the cores, native thread counts, the allocator, the HF settings, and a
+worker's close kept quiet."""
 
 from __future__ import annotations
 
+import logging
 import os
+import weakref
 from collections.abc import Mapping
 
 from distributed import WorkerPlugin
+from distributed.core import Status
 
 # Non-secret worker settings copied from this process: the model cache and the offline switches.
 HF_SETTINGS = (
@@ -33,6 +37,36 @@ class TorchThreads(WorkerPlugin):
         if self.threads:
             set_torch_threads(self.threads)
         reuse_freed_memory()
+
+
+class QuietClose(WorkerPlugin):
+    """Drop the heartbeat traceback a worker logs when it closes with a heartbeat in flight.
+
+    distributed's Worker.close stops the heartbeat's timer but not a heartbeat already waiting for the
+    scheduler's answer, then closes that heartbeat's connection itself: the heartbeat logs "Failed to
+    communicate with scheduler during heartbeat" with a traceback, on the terminal of a run that
+    succeeded. Only that message, and only once the worker is closing, is dropped.
+    """
+
+    name = "curator-quiet-close"
+
+    def setup(self, worker) -> None:
+        logging.getLogger("distributed.worker").addFilter(_ClosingHeartbeat(worker))
+
+
+class _ClosingHeartbeat(logging.Filter):
+    def __init__(self, worker) -> None:
+        super().__init__()
+        self.worker = weakref.ref(worker)  # a threads cluster's workers share the logger: keep none alive
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        worker = self.worker()
+        closing = worker is None or worker.status in CLOSING
+        return not (closing and record.getMessage().startswith(HEARTBEAT_FAILED))
+
+
+HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
+CLOSING = frozenset({Status.closing, Status.closed, Status.closing_gracefully})
 
 
 def reuse_freed_memory() -> bool:
