@@ -61,8 +61,10 @@ class _ClosingHeartbeat(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         worker = self.worker()
-        closing = worker is None or worker.status in CLOSING
-        return not (closing and record.getMessage().startswith(HEARTBEAT_FAILED))
+        if worker is None:  # its worker is gone: another worker of this process may be logging
+            logging.getLogger("distributed.worker").removeFilter(self)
+            return True
+        return not (worker.status in CLOSING and record.getMessage().startswith(HEARTBEAT_FAILED))
 
 
 HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
