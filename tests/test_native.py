@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from transformers import DebertaV2Config, DebertaV2Model
@@ -132,6 +133,15 @@ def test_a_build_killed_midway_leaves_nothing_to_wait_on(tmp_path: Path) -> None
     out, err = run_build(tmp_path).communicate(timeout=300)  # would hang on a stale lock
     assert out.strip() == "built", err
     assert [p.name for p in libraries(tmp_path)] == ["deberta_attention.so"]
+    # the killed build's compiler ran on, orphaned, and wrote its output: the next run removes it
+    orphan_done = time.monotonic() + 300
+    while any(str(tmp_path) in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])):
+        assert time.monotonic() < orphan_done
+        time.sleep(0.2)
+    out, err = run_build(tmp_path).communicate(timeout=300)
+    assert out.strip() == "built", err
+    left = sorted(p.name for p in (tmp_path / "curator" / "native").glob("*/*") if p.name != "build.lock")
+    assert left == ["deberta_attention.so"]
 
 
 def test_without_a_compiler_pytorchs_ops_run_and_the_log_says_why(tmp_path: Path) -> None:

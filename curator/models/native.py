@@ -13,7 +13,8 @@ read-only cache, another OS), PyTorch's ops run and a log line says why. The lib
 source, torch's version and the CPU's flags (`-march=native`: a shared home across different nodes
 keeps one build per kind). A lock the kernel releases when its holder dies serialises builds, and a
 build is renamed into place only when complete: two runs at once, or a run killed mid-build, leave
-no half-built library and nothing to wait on forever.
+no half-built library and nothing to wait on forever (the output a killed build's compiler writes
+later is removed by the next run).
 """
 
 from __future__ import annotations
@@ -75,12 +76,14 @@ def build(source: Path) -> Path:
     folder = cache_folder(source.read_bytes())
     library = folder / f"{source.stem}.so"
     if library.exists():
+        remove_abandoned(folder)
         return library
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this process dies
         if library.exists():  # built while this process waited
             return library
+        remove_abandoned(folder)
         partial = folder / f"{library.name}.{os.getpid()}.partial"
         try:
             log.info("Compiling %s for this CPU (once per machine kind, ~10 s)", source.name)
@@ -93,6 +96,15 @@ def build(source: Path) -> Path:
         finally:
             partial.unlink(missing_ok=True)
     return library
+
+
+def remove_abandoned(folder: Path) -> None:
+    """Delete the outputs of builds whose process died: its compiler runs on and writes one later.
+
+    Called with the lock held, or once the library exists: no live build is writing then.
+    """
+    for stale in folder.glob("*.partial"):
+        stale.unlink(missing_ok=True)
 
 
 @functools.cache
