@@ -5,6 +5,7 @@ where they cannot be built."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,49 @@ def test_the_kernel_equals_pytorchs_ops_and_hugging_face(
         assert torch.isfinite(ours).all()
     assert any(op is not None for op in used), "the compiled kernel never ran"
     assert any(ops is not None for ops in fused), "the compiled feed-forward steps never ran"
+
+
+# The kernel compiled for AVX2 and FMA only (x86-64-v3: an AMD EPYC's vectors, no AVX-512), in a fresh
+# process with its own cache, against PyTorch's ops and Hugging Face's modules.
+AVX2_CHECK = """
+import numpy as np, torch
+from curator.models import native
+native.FLAGS = tuple("-march=x86-64-v3" if f == "-march=native" else f for f in native.FLAGS)
+print(native.build(native.SOURCE))
+from curator.models.fast_deberta import set_native_attention
+from tests.test_native import encoder
+from tests.test_fast_deberta import ragged
+assert native.deberta_attention() is not None
+lean, model = encoder(hidden_size=128, num_attention_heads=2)
+for lengths in ([1, 3, 9], [65, 130, 2], [200, 7, 140]):
+    ids, mask = ragged(lengths, seed=len(lengths))
+    with torch.inference_mode():
+        set_native_attention(lean, True)
+        ours = lean(ids, mask)
+        set_native_attention(lean, False)
+        pytorch = lean(ids, mask)
+        theirs = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    np.testing.assert_allclose(ours[real].numpy(), pytorch[real].numpy(), atol=1e-4)
+    np.testing.assert_allclose(ours[real].numpy(), theirs[real].numpy(), atol=1e-4)
+print("equal")
+"""
+
+
+@needs_compiler
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64-v3 is an x86 target")
+def test_the_kernel_built_for_avx2_only_gives_the_same_numbers(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", AVX2_CHECK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0 and done.stdout.split()[-1] == "equal", done.stderr[-3000:]
+    library = done.stdout.split()[0]
+    objdump = shutil.which("objdump")
+    if objdump:  # AVX2 vectors, and no AVX-512 register (zmm, mask, or the upper 16) anywhere
+        listing = subprocess.run([objdump, "-d", library], capture_output=True, text=True, check=True).stdout
+        assert "%ymm" in listing
+        assert not re.search(r"%zmm|%k[1-7]\b|%[xy]mm(1[6-9]|2[0-9]|3[01])\b", listing)
 
 
 @needs_compiler
