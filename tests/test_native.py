@@ -188,6 +188,24 @@ def test_a_build_killed_midway_leaves_nothing_to_wait_on(tmp_path: Path) -> None
     assert left == ["deberta_attention.so"]
 
 
+@needs_compiler
+def test_a_stale_partial_build_in_a_read_only_cache_does_not_stop_the_library_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = native.build(native.SOURCE)  # this machine's library, from the default cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = native.cache_folder(native.SOURCE.read_bytes())
+    folder.mkdir(parents=True)
+    shutil.copy(built, folder / built.name)
+    (folder / f"{built.name}.123.partial").write_bytes(b"half")
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:  # as a read-only mount (root ignores chmod)
+        raise PermissionError(13, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    assert native.build(native.SOURCE) == folder / built.name
+
+
 def test_without_a_compiler_pytorchs_ops_run_and_the_log_says_why(tmp_path: Path) -> None:
     check = (
         "import logging, torch; logging.basicConfig(level=logging.INFO)\n"

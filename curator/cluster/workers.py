@@ -55,6 +55,8 @@ class QuietClose(WorkerPlugin):
 
 
 class _ClosingHeartbeat(logging.Filter):
+    """False for that heartbeat message while its worker closes; True for every other record."""
+
     def __init__(self, worker) -> None:
         super().__init__()
         self.worker = weakref.ref(worker)  # a threads cluster's workers share the logger: keep none alive

@@ -19,6 +19,7 @@ later is removed by the next run).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -104,7 +105,8 @@ def remove_abandoned(folder: Path) -> None:
     Called with the lock held, or once the library exists: no live build is writing then.
     """
     for stale in folder.glob("*.partial"):
-        stale.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only cache keeps it, and its library still loads
+            stale.unlink(missing_ok=True)
 
 
 @functools.cache
