@@ -20,6 +20,7 @@ from curator.classifiers.prompt_task import PromptTaskComplexityClassifier
 from curator.classifiers.sequence import RegressionClassifier
 from curator.columns import STATS_ATTR
 from curator.config import InferenceConfig
+from curator.inference import cache
 from curator.inference.engine import resolve_autocast
 from curator.inference.numerics import (
     BF16_FLAGS,
@@ -263,6 +264,25 @@ def test_summary_says_how_a_float32_deberta_run_computed_its_attention(
     assert engine["dtype"] == "float32" and engine["attention"] == kind
     assert set(engine["attention_by_worker"].values()) == {kind}
     assert '"attention_by_worker"' in render(summary)
+
+
+def test_a_partition_with_no_text_to_classify_loads_no_model_for_its_numerics(
+    deberta_ckpts: dict[str, Path],
+) -> None:
+    """The attention field reports the model that ran; a partition of only empty or bad rows runs none,
+    and must not load a DeBERTa (or a 7B guard model) just to label its numerics."""
+    cache.clear()
+    clf = MixinClassifier(
+        "c", model=str(deberta_ckpts["domain"]), max_length=48, inference=InferenceConfig(dtype="float32")
+    )
+    before = cache.load_count()
+    out = clf.classify_partition(pd.DataFrame({"text": pd.Series([], dtype=object)}))
+    stats = out.attrs[STATS_ATTR]["c"]
+    assert cache.load_count() == before and stats["dtype"] == "float32" and "attention" not in stats
+    clf.classify_partition(pd.DataFrame({"text": ["A document about the weather."]}))
+    assert cache.load_count() > before  # the model (and tokenizer) that ran: now its attention is reported
+    ran = clf.classify_partition(pd.DataFrame({"text": pd.Series([], dtype=object)}))
+    assert ran.attrs[STATS_ATTR]["c"]["attention"] in {"compiled", "PyTorch"}
 
 
 def test_summary_shows_each_workers_dtype() -> None:

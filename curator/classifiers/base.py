@@ -263,13 +263,17 @@ class DistributedDataClassifier:
         return dataset.classify(self, self.filter_by)
 
     # ---- running -------------------------------------------------------------------------------
-    def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
-        device = resolve_device(self.inference.device)
+    def _model_cache_key(self) -> tuple:
+        """The worker cache's key for this classifier's prepared model: what changes the loaded object."""
         settings = ("device", "quantize", "fast_encoder", "native_attention")
         key = (self.model_key(), *(getattr(self.inference, name) for name in settings))
         if self.inference.device == "simulated":
             key = (*key, self.inference.simulated_tokens_per_s)
-        model = cache.get_or_load((*key, "model"), lambda: self._prepared_model(device))
+        return (*key, "model")
+
+    def _runtime(self) -> tuple[torch.nn.Module, Any, torch.device]:
+        device = resolve_device(self.inference.device)
+        model = cache.get_or_load(self._model_cache_key(), lambda: self._prepared_model(device))
         tokenizer = cache.get_or_load((self.model_key(), "tokenizer"), self.load_tokenizer)
         return model, tokenizer, device
 
@@ -394,7 +398,10 @@ class DistributedDataClassifier:
         quantize = self.inference.quantize if device.type == "cpu" else None
         autocast = resolve_autocast(self.inference.dtype, device, quantize)
         used = {"dtype": numerics_label(autocast, quantize), "worker": worker_name()}
-        if autocast is None and device.type == "cpu" and (kind := attention_kind(self._runtime()[0])):
+        float32_cpu = autocast is None and device.type == "cpu"
+        # never loaded for this: a partition with no text to classify ran no model
+        model = cache.loaded(self._model_cache_key()) if float32_cpu else None
+        if model is not None and (kind := attention_kind(model)):
             used["attention"] = kind  # lean DeBERTa: compiled here, or PyTorch's ops (no compiler)
         return used
 

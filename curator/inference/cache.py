@@ -24,6 +24,11 @@ def get_or_load(key: Hashable, load: Callable[[], Any]) -> Any:
         return _MODELS[key]
 
 
+def loaded(key: Hashable) -> Any | None:
+    """The object cached under `key` if this process has loaded it; None (never loads)."""
+    return _MODELS.get(key)
+
+
 def load_count() -> int:
     """How many models this process has loaded (tests use it to prove per-worker caching)."""
     return _LOADS["count"]
