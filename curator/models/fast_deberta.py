@@ -215,20 +215,26 @@ class FastDebertaLayer(FastLayer):
         # c2p[i, j] = q_i · key_pos[bucket(i - j)], p2c[i, j] = k_j · query_pos[bucket(i - j)], by blocks
         # of BLOCK queries (c2p) and keys (p2c): a block's product spans n + BLOCK - 1 distances, not 2n - 1,
         # and stays small (one product over 512 tokens was 48 MiB, written to fresh pages each batch)
-        c2p, p2c = "c2p" in self.terms, "p2c" in self.terms
-        out = q.new_empty((*q.shape[:3], n)) if c2p else q.new_zeros((*q.shape[:3], n))
+        key_table, query_table = self.position_tables(index)
+        out = q.new_empty((*q.shape[:3], n)) if key_table is not None else q.new_zeros((*q.shape[:3], n))
         blocks = [(start, min(n, start + BLOCK)) for start in range(0, n, BLOCK)]
-        if c2p:  # the table along the 2n-1 distances once; rows start..end-1 meet start-(n-1)..end-1
-            table = self.pos_key[:, index.flip(0)]
+        if key_table is not None:  # rows start..end-1 meet distances start-(n-1)..end-1
             for start, end in blocks:
-                positions = table[:, n - end : 2 * n - 1 - start]
+                positions = key_table[:, n - end : 2 * n - 1 - start]
                 out[:, :, start:end] = toeplitz(by_head(q[:, :, start:end], positions), n)
-        if p2c:  # after every c2p row is written: p2c adds by columns
-            table = self.pos_query[:, index]
+        if query_table is not None:  # after every c2p row is written: p2c adds by columns
             for start, end in blocks:
-                positions = table[:, n - end : 2 * n - 1 - start]
+                positions = query_table[:, n - end : 2 * n - 1 - start]
                 out[..., start:end] += toeplitz(by_head(k[:, :, start:end], positions), n).transpose(-1, -2)
         return out
+
+    def position_tables(self, index: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The c2p (key) and p2c (query) position tables laid along the 2n - 1 relative distances once
+        per layer and batch, [heads, 2n - 1, d] (None for a term the model lacks): key column m holds
+        distance (i - j) = n - 1 - m, query column m distance m - (n - 1)."""
+        key_table = self.pos_key[:, index.flip(0)] if "c2p" in self.terms else None
+        query_table = self.pos_query[:, index] if "p2c" in self.terms else None
+        return key_table, query_table
 
     def kernel(self, q: torch.Tensor, first_only: bool, index: torch.Tensor | None) -> Callable | None:
         """The compiled attention where it applies: every query, float32 on CPU, position terms on."""
@@ -273,8 +279,7 @@ class FastDebertaLayer(FastLayer):
         """`padded`: the key columns where some row is padding (only they are masked in the bias)."""
         q, k, v, x = self.project(x, first_only)
         if (kernel := self.kernel(q, first_only, index)) is not None:
-            key_table = self.pos_key[:, index.flip(0)] if "c2p" in self.terms else None
-            query_table = self.pos_query[:, index] if "p2c" in self.terms else None
+            key_table, query_table = self.position_tables(index)
             attended = kernel(q, k, v, key_table, query_table, keep, self.scale)  # [rows, n, heads, d]
             return self.finish(attended.transpose(1, 2), x)
         bias = self.bias(q, k, index) if self.relative and index is not None else None
