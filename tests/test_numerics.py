@@ -4,7 +4,6 @@ backend, and the dtype a run used, as the engine reports it."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from tests.fixtures_deberta import (
     write_mixin_checkpoint,
     write_prompt_task_checkpoint,
 )
+from tests.test_native import needs_compiler
 
 CPU = torch.device("cpu")
 # cpuinfo flags of the two kinds of machine this project runs on
@@ -243,12 +243,12 @@ def test_summary_json_and_report_carry_the_dtype_per_worker(
     assert '"dtype_by_worker"' in page and 'id="numerics"' in page
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["compiled", "pytorch"])
+@pytest.mark.parametrize(
+    "native", [pytest.param(True, marks=needs_compiler), False], ids=["compiled", "pytorch"]
+)
 def test_summary_says_how_a_float32_deberta_run_computed_its_attention(
     make_config, docs_dir: Path, tmp_path: Path, deberta_ckpts: dict[str, Path], native: bool
 ) -> None:
-    if native and shutil.which(os.environ.get("CXX") or "c++") is None:
-        pytest.skip("no C++ compiler on this machine")
     cfg = make_config(
         f"dataset.path={docs_dir}",
         "classifier=domain",
