@@ -36,7 +36,8 @@ ENDED = frozenset(
 # only once they are gone, so the job is polled until then to log that
 COMPLETING = "COMPLETING"
 GONE = "GONE"  # no longer listed by squeue at all (purged after MinJobAge)
-WORKERS_GONE = ENDED | {COMPLETING, GONE}  # the states in which a job is replaced
+FINAL = ENDED | {GONE}  # the job's end is known (or it can no longer be asked)
+WORKERS_GONE = FINAL | {COMPLETING}  # the states in which a job is replaced
 NO_WORKERS = "curator-no-workers"  # the reason on the tasks cancelled when the run gives up waiting
 # sbatch gave no id this long after a submission began (it failed), or squeue never listed the job: replace
 SUBMIT_GRACE_S = 60.0
@@ -175,7 +176,7 @@ class JobWatcher:
             log.warning(
                 "SLURM job %s is ending (COMPLETING): its workers are gone; submitting a replacement", job_id
             )
-        elif (state in ENDED or state == GONE) and before not in ENDED and before != GONE:
+        elif state in FINAL and before not in FINAL:
             self.ending.discard(job_id)
             shown = "no longer in squeue" if state == GONE else state
             then = "" if before == COMPLETING else ": its workers are gone; submitting a replacement"
