@@ -37,6 +37,25 @@ def encoder(seed: int = 1, **overrides: object) -> tuple[torch.nn.Module, Debert
     return lean_deberta(lambda e: e, config, model.state_dict(), ""), model
 
 
+def assert_native_matches(lean: torch.nn.Module, model: DebertaV2Model, batches, atol: float) -> None:
+    """The lean forward with the compiled steps equals PyTorch's ops and Hugging Face's modules on
+    ragged batches of these lengths, bit-identical run to run."""
+    for lengths in batches:
+        input_ids, mask = ragged(lengths, seed=len(lengths))
+        with torch.inference_mode():
+            set_native_attention(lean, True)
+            ours = lean(input_ids, mask)
+            again = lean(input_ids, mask)
+            set_native_attention(lean, False)
+            pytorch = lean(input_ids, mask)
+            theirs = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        real = mask.bool()
+        np.testing.assert_allclose(ours[real].numpy(), pytorch[real].numpy(), atol=atol)
+        np.testing.assert_allclose(ours[real].numpy(), theirs[real].numpy(), atol=atol)
+        assert torch.equal(ours, again)  # bit-identical run to run
+        assert torch.isfinite(ours).all()
+
+
 @needs_compiler
 @pytest.mark.parametrize(
     ("overrides", "atol"),
@@ -63,20 +82,7 @@ def test_the_kernel_equals_pytorchs_ops_and_hugging_face(
         FastDebertaLayer, "fused", lambda self, *a: fused.append(ops := fused_steps(self, *a)) or ops
     )
     # widths below, at and across the 64-query blocks; a one-token row; padding in every batch
-    for lengths in ([1, 3, 9], [64, 17], [65, 130, 2], [200, 7, 140]):
-        input_ids, mask = ragged(lengths, seed=len(lengths))
-        with torch.inference_mode():
-            set_native_attention(lean, True)
-            ours = lean(input_ids, mask)
-            again = lean(input_ids, mask)
-            set_native_attention(lean, False)
-            pytorch = lean(input_ids, mask)
-            theirs = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        real = mask.bool()
-        np.testing.assert_allclose(ours[real].numpy(), pytorch[real].numpy(), atol=atol)
-        np.testing.assert_allclose(ours[real].numpy(), theirs[real].numpy(), atol=atol)
-        assert torch.equal(ours, again)  # bit-identical run to run
-        assert torch.isfinite(ours).all()
+    assert_native_matches(lean, model, ([1, 3, 9], [64, 17], [65, 130, 2], [200, 7, 140]), atol)
     assert any(op is not None for op in used), "the compiled kernel never ran"
     assert any(ops is not None for ops in fused), "the compiled feed-forward steps never ran"
 
@@ -84,26 +90,13 @@ def test_the_kernel_equals_pytorchs_ops_and_hugging_face(
 # The kernel compiled for AVX2 and FMA only (x86-64-v3: an AMD EPYC's vectors, no AVX-512), in a fresh
 # process with its own cache, against PyTorch's ops and Hugging Face's modules.
 AVX2_CHECK = """
-import numpy as np, torch
 from curator.models import native
 native.FLAGS = tuple("-march=x86-64-v3" if f == "-march=native" else f for f in native.FLAGS)
 print(native.build(native.SOURCE))
-from curator.models.fast_deberta import set_native_attention
-from tests.test_native import encoder
-from tests.test_fast_deberta import ragged
+from tests.test_native import assert_native_matches, encoder
 assert native.deberta_attention() is not None
 lean, model = encoder(hidden_size=128, num_attention_heads=2)
-for lengths in ([1, 3, 9], [65, 130, 2], [200, 7, 140]):
-    ids, mask = ragged(lengths, seed=len(lengths))
-    with torch.inference_mode():
-        set_native_attention(lean, True)
-        ours = lean(ids, mask)
-        set_native_attention(lean, False)
-        pytorch = lean(ids, mask)
-        theirs = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    real = mask.bool()
-    np.testing.assert_allclose(ours[real].numpy(), pytorch[real].numpy(), atol=1e-4)
-    np.testing.assert_allclose(ours[real].numpy(), theirs[real].numpy(), atol=1e-4)
+assert_native_matches(lean, model, ([1, 3, 9], [65, 130, 2], [200, 7, 140]), atol=1e-4)
 print("equal")
 """
 
