@@ -21,9 +21,10 @@ if importlib.util.find_spec(CONFIGS) is None:  # e.g. an editable install made b
 
 
 def main() -> None:
-    """Register the config schemas, then run the Hydra app. Registering imports every classifier family
-    (torch, transformers): done here, not on import, so worker processes that spawn re-imports of
-    `run.py` or the `curator` script start without it (about 3 s of imports each)."""
+    """Register the config schemas, then run the Hydra app: done here, not on import, so worker
+    processes that spawn re-imports of `run.py` or the `curator` script start without it. Registering
+    reads the families' schemas only (no torch: `--help` and config mistakes answer in under a second);
+    the pipeline, and torch with it, loads once the config is composed."""
     register_configs()
     app()
 

@@ -180,6 +180,42 @@ def test_every_key_of_every_family_is_overridable(family: str) -> None:
     assert {key: getattr(cfg.classifier[name], key) for key in expected} == expected
 
 
+@pytest.mark.parametrize("family", sorted(registry.FAMILIES))
+def test_a_shipped_familys_schema_is_its_class_schema(family: str) -> None:
+    """The registry reads a shipped family's keys from curator.classifiers.schemas, not its class."""
+    assert registry.family_schema(family) is registry.family_class(family).schema
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# run.py in this process, then whether composing imported the families' heavy dependencies
+IMPORTS_AFTER_RUN = f"""
+import runpy, sys
+sys.argv = ["run.py", *sys.argv[1:]]
+try:
+    runpy.run_path({str(ROOT / "run.py")!r}, run_name="__main__")
+except SystemExit:
+    pass
+print("imported:", sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["classifier=domian"],
+        ["classifier=domain", "classifier.domain.batch_sise=3"],
+        ["classifier=domain", "classifier.domain.keep_raw_pred=true", "--cfg", "job"],
+        ["classifier=domain", "--cfg", "job"],
+    ],
+)
+def test_help_and_config_mistakes_answer_without_importing_torch(args: list[str]) -> None:
+    """Composing a config needs the schemas only: --help, --cfg and a mistyped key answer in well under
+    a second instead of after torch and transformers load (~2 s)."""
+    done = subprocess.run([sys.executable, "-c", IMPORTS_AFTER_RUN, *args], capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "imported: []", done.stdout + done.stderr
+
+
 def _scalar(schema: type, key: str) -> type | None:
     """The key's scalar type (optional or not); None for lists and nested configs."""
     kind = get_type_hints(schema)[key]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -30,8 +29,8 @@ from curator.classifiers.llama_guard import (
     AEGIS_DEFENSIVE,
     LLAMA_GUARD,
     LlamaGuardClassifier,
-    LlamaGuardConfig,
 )
+from curator.classifiers.schemas import AegisConfig
 from curator.errors import ConfigError
 from curator.inference.engine import RunStats, run_batches
 from curator.inference.generation import FastReply, GreedyReply, bits_float
@@ -45,18 +44,6 @@ _LAYOUTS: dict[str, PromptLayout] = {}  # base model -> its prompt layout, per p
 _LAYOUT_LOCK = threading.Lock()
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AegisConfig(LlamaGuardConfig):
-    """`family: llm_guard` (`model` is the LoRA adapter)."""
-
-    keep_raw_pred: bool = False  # also write the model's raw reply
-    raw_pred_column: str | None = None  # column of the raw reply
-    max_new_tokens: int = 100  # generation limit
-    generation: str = "fast"  # fast (cached prompt prefix, stop once the label is set) | reference
-    score_unsafe: bool = False  # write P("unsafe") of the first reply token to score_column
-    unsafe_threshold: float | None = None  # the reply starts "unsafe" iff P >= this (None: greedy)
 
 
 class AegisClassifier(LlamaGuardClassifier):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,8 @@ from curator.classifiers.llama_guard import (
     AEGIS_DEFENSIVE,
     LLAMA_GUARD,
     LlamaGuardClassifier,
-    LlamaGuardConfig,
 )
+from curator.classifiers.schemas import GuardConfig
 from curator.errors import ConfigError
 from curator.models.weights import load_strict, read_safetensors
 
@@ -77,13 +76,6 @@ class PoisonScore(torch.nn.Module):
         last = states.last_hidden_state[:, -1, :].float()  # left padding: the last column is the last token
         with torch.autocast(device_type=last.device.type, enabled=False):
             return self.head(last)
-
-
-@dataclass
-class GuardConfig(LlamaGuardConfig):
-    """`family: instruction_data_guard` (`model` is the MLP head)."""
-
-    adapter: str | None = None  # the LoRA adapter merged into base_model
 
 
 class InstructionDataGuardClassifier(LlamaGuardClassifier):

@@ -3,14 +3,12 @@ tokenizer, an NVIDIA LoRA adapter merged into its weights, and NeMo Curator's fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from curator.classifiers.base import DistributedDataClassifier
-from curator.config import ClassifierConfig
 from curator.inference.engine import resolve_autocast
 from curator.inference.memory import DEFAULT_CPU_TOKEN_BUDGET, llm_bytes_per_token
 from curator.models.hub import ModelNotAvailableError
@@ -24,14 +22,6 @@ AEGIS_DEFENSIVE = "nvidia/Aegis-AI-Content-Safety-LlamaGuard-Defensive-1.0"
 # NeMo Curator's AegisConfig.max_length (its AegisHFModel.max_seq_length returns it, for AEGIS and Instruction
 # Data Guard alike); also Llama Guard's max_position_embeddings.
 NEMO_MAX_LENGTH = 4096
-
-
-@dataclass
-class LlamaGuardConfig(ClassifierConfig):
-    """The keys both Llama Guard families have."""
-
-    base_model: str | None = None  # the base LLM (hub id or folder); None: meta-llama/LlamaGuard-7b
-    allow_pickle: bool = False  # load a pickle checkpoint (pytorch_model.bin, adapter_model.bin)
 
 
 class LlamaGuardClassifier(DistributedDataClassifier):

@@ -4,7 +4,6 @@ content type. One linear head on the first token; labels from the checkpoint's l
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +11,10 @@ import numpy as np
 import torch
 
 from curator.classifiers.base import DistributedDataClassifier
+from curator.classifiers.schemas import MixinConfig
 from curator.classifiers.sequence import labels_from_config
-from curator.config import ClassifierConfig
 from curator.models.encoder import load_tokenizer
 from curator.models.mixin import backbone_config, base_model_of, load_mixin_classifier
-
-
-@dataclass
-class MixinConfig(ClassifierConfig):
-    """`family: deberta_mixin` and `family: prompt_task_complexity`."""
-
-    base_model: str | None = None  # backbone override (hub id or folder); None: the checkpoint's own
-    allow_pickle: bool = False  # load a pickle checkpoint (model.pth, pytorch_model.bin) if no safetensors
 
 
 class DebertaCheckpointClassifier(DistributedDataClassifier):

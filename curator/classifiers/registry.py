@@ -12,13 +12,15 @@ import dataclasses
 from functools import cache
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from omegaconf import OmegaConf
 
-from curator.classifiers.base import DistributedDataClassifier
 from curator.config import ClassifierConfig, Config, InferenceConfig
 from curator.errors import ConfigError
+
+if TYPE_CHECKING:  # the families' classes import torch: Hydra composes configs without them
+    from curator.classifiers.base import DistributedDataClassifier
 
 # family name (the YAML's `family:`) → the class that implements it, imported only when used
 FAMILIES = {
@@ -32,12 +34,25 @@ FAMILIES = {
     "llm_guard": "curator.classifiers.aegis:AegisClassifier",
     "instruction_data_guard": "curator.classifiers.instruction_data_guard:InstructionDataGuardClassifier",
 }
+# the built-in classes' schemas (their `schema`), read without importing the classes
+SCHEMAS = {
+    "curator.classifiers.zero_shot:ZeroShotClassifier": "ZeroShotConfig",
+    "curator.classifiers.embedding:EmbeddingClassifier": "ClassifierConfig",
+    "curator.classifiers.head:HeadClassifier": "ClassifierConfig",
+    "curator.classifiers.sequence:SequenceClassifier": "SequenceConfig",
+    "curator.classifiers.sequence:RegressionClassifier": "RegressionConfig",
+    "curator.classifiers.mixin:MixinClassifier": "MixinConfig",
+    "curator.classifiers.prompt_task:PromptTaskComplexityClassifier": "MixinConfig",
+    "curator.classifiers.aegis:AegisClassifier": "AegisConfig",
+    "curator.classifiers.instruction_data_guard:InstructionDataGuardClassifier": "GuardConfig",
+}
 
 
 def register_family(family: str, target: str) -> None:
     """Make `family: <family>` build `target` ("module:Class"); call before `register_configs()`."""
     FAMILIES[family] = target
     family_class.cache_clear()
+    family_schema.cache_clear()
     composed_schema.cache_clear()
     composed_config.cache_clear()
 
@@ -52,10 +67,25 @@ def add_entry_points() -> None:
 @cache
 def family_class(family: str) -> type[DistributedDataClassifier]:
     """The class behind a family name; an unknown name is an error listing the known ones."""
+    module, _, attr = _target(family).partition(":")
+    return getattr(import_module(module), attr)
+
+
+@cache
+def family_schema(family: str) -> type[ClassifierConfig]:
+    """The family's YAML keys (its class's `schema`): a built-in family's without importing its class."""
+    name = SCHEMAS.get(_target(family))
+    if name is None:
+        return family_class(family).schema
+    from curator.classifiers import schemas
+
+    return getattr(schemas, name)
+
+
+def _target(family: str) -> str:
     if family not in FAMILIES:
         raise ConfigError(f"Unknown classifier family {family!r}; known families: {sorted(FAMILIES)}")
-    module, _, attr = FAMILIES[family].partition(":")
-    return getattr(import_module(module), attr)
+    return FAMILIES[family]
 
 
 @cache
@@ -67,7 +97,7 @@ def composed_schema() -> type[ClassifierConfig]:
     own: dict[str, tuple[Any, dataclasses.Field, str]] = {}
     base = {f.name for f in dataclasses.fields(ClassifierConfig)}
     for family in FAMILIES:
-        schema = family_class(family).schema
+        schema = family_schema(family)
         hints = get_type_hints(schema)  # the types themselves, not their names in the family's module
         for f in dataclasses.fields(schema):
             if f.name in base:
@@ -117,13 +147,13 @@ def _copy(f: dataclasses.Field) -> Any:
 def load_config(*nodes: Any) -> ClassifierConfig:
     """A classifier YAML (+ overrides) in its family's schema; OmegaConf names a wrong key or type."""
     family = OmegaConf.merge(*nodes).get("family")
-    node = OmegaConf.merge(OmegaConf.structured(family_class(family).schema), *nodes)
+    node = OmegaConf.merge(OmegaConf.structured(family_schema(family)), *nodes)
     return OmegaConf.to_object(node)  # type: ignore[return-value]
 
 
 def family_config(name: str, composed: ClassifierConfig) -> ClassifierConfig:
     """A composed classifier node in its family's own schema; a key set for another family is an error."""
-    schema = family_class(composed.family).schema
+    schema = family_schema(composed.family)
     keys = {f.name for f in dataclasses.fields(schema)}
     foreign = sorted(
         f.name

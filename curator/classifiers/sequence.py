@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from curator.classifiers.base import DistributedDataClassifier
-from curator.config import ClassifierConfig, LabelConfig
+from curator.classifiers.schemas import RegressionConfig, SequenceConfig
+from curator.config import LabelConfig
 from curator.errors import ConfigError
 from curator.models.encoder import load_tokenizer
 from curator.models.fast_deberta import FastDebertaSequenceClassifier, fast_deberta_sequence_classifier
@@ -82,24 +82,6 @@ def build_sequence_model(folder: Path, allow_pickle: bool = False, fast: bool = 
             model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
     load_strict(model, state)
     return float32_heads(model).eval()  # pooler/classifier in float32 under autocast
-
-
-@dataclass
-class SequenceConfig(ClassifierConfig):
-    """`family: sequence_classification`."""
-
-    allow_pickle: bool = False  # load a pickle checkpoint (model.pth, pytorch_model.bin) if no safetensors
-
-
-@dataclass
-class RegressionConfig(SequenceConfig):
-    """`family: regression`."""
-
-    int_column: str | None = None  # the score rounded half to even
-    label_column: str | None = None  # a label from label_threshold (Mixtral/Nemotron variants)
-    labels: list[LabelConfig] = field(default_factory=list)  # [at or above label_threshold, below]
-    label_threshold: float = 2.5  # score >= threshold -> labels[0], else labels[1]
-    score_range: list[float] | None = None  # clip the score to [low, high]
 
 
 class SequenceClassifier(DistributedDataClassifier):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,8 @@ import torch
 
 from curator.classifiers.embedding import EmbeddingModel, SentenceEncoderClassifier, mean_pool
 from curator.classifiers.examples import file_digest, inline_problems, read_examples
-from curator.config import ClassifierConfig, LabelConfig
+from curator.classifiers.schemas import ZeroShotConfig
+from curator.config import LabelConfig
 from curator.errors import ConfigError
 from curator.models.hub import resolve_model
 from curator.models.precision import in_float32
@@ -46,19 +46,6 @@ def prototypes(groups: Sequence[np.ndarray]) -> np.ndarray:
         mean = group.astype(np.float64).sum(axis=0) / len(group)
         out.append(group[0] if len(group) == 1 else mean / max(np.linalg.norm(mean), 1e-12))
     return np.stack(out).astype(np.float32)
-
-
-@dataclass
-class ZeroShotConfig(ClassifierConfig):
-    """`family: zero_shot`."""
-
-    labels: list[LabelConfig] = field(default_factory=list)  # name + description (+ examples), by similarity
-    label_template: str = "{description}"  # text embedded for a label; {name} and {description}
-    temperature: float = 0.05  # softmax temperature over cosine similarities
-    # label prototypes: a JSONL/Parquet file of labelled example texts (read once, on the client)
-    examples_path: str | None = None
-    examples_text_field: str = "text"  # the examples file's text field
-    examples_label_field: str = "label"  # the examples file's label field
 
 
 class ZeroShotClassifier(SentenceEncoderClassifier):
