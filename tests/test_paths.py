@@ -176,6 +176,39 @@ def test_fifos_and_symlink_loops_are_skipped_with_a_warning(config, tmp_path: Pa
     ]
 
 
+def test_a_name_fsspec_would_read_as_a_url_chain_is_opened_as_named(config, tmp_path: Path) -> None:
+    """fsspec reads `a::b.jsonl` as a chain of URLs and opens `a`: a file of that name beside it was
+    read in its place, and the run said all was well."""
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a::b.jsonl", docs(2, "chained"))
+    write_jsonl(folder / "a", docs(1, "impostor"))  # no suffix: not an input itself
+    with gzip.open(folder / "c::d.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(d) + "\n" for d in docs(3, "zipped")))
+    summary = pipeline.run(config(folder, tmp_path / "out"))
+    assert summary["read"] == summary["written"] == 5
+    out = tmp_path / "out"
+    assert pd.read_json(out / "a::b.jsonl", lines=True)["text"].str.contains("<chained").all()
+    zipped = pd.read_json(out / "c::d.jsonl.gz", lines=True, compression="gzip")
+    assert zipped["text"].str.contains("<zipped").all() and len(zipped) == 3
+
+
+def test_files_a_folder_holds_in_other_formats_are_named_in_a_warning(config, tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a.jsonl", docs(2, "a"))
+    write_jsonl(folder / "b.ndjson", docs(3, "b"))
+    write_jsonl(folder / "sub" / "c.jsonlines", docs(1, "c"))
+    (folder / "_SUCCESS").write_text("")  # marker files are skipped quietly, as before
+    with caplog.at_level(logging.WARNING, logger="curator.io.files"):
+        summary = pipeline.run(config(folder, tmp_path / "out"))
+    assert summary["read"] == 2
+    warned = [r.getMessage() for r in caplog.records if "suffix is not one this reads" in r.getMessage()]
+    assert len(warned) == 1 and "Skipping 2 file(s)" in warned[0]
+    assert "b.ndjson, sub/c.jsonlines." in warned[0] and "_SUCCESS" not in warned[0]
+    # as the warning says, dataset.format reads them all
+    summary = pipeline.run(config(folder, tmp_path / "out2", "dataset.format=jsonl"))
+    assert summary["read"] == summary["written"] == 6
+
+
 # ---- one run per output folder --------------------------------------------------------------------
 def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])

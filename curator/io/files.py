@@ -154,6 +154,7 @@ def _expand(entry: str, fmt: str | None, options: Options = None) -> list[tuple[
         root, folder = path.rstrip("/"), True
         files = _without_dataset_metadata(_outside_run_folders(fs, fs.find(path, detail=True)))
         if fmt is None:
+            _warn_unknown_suffixes(root, [p for p in files if not detect_format(p)])
             files = {p: i for p, i in files.items() if detect_format(p)}
     elif fs.exists(path) or fs.lexists(path):
         root = posixpath.dirname(path)
@@ -175,6 +176,23 @@ def _expand(entry: str, fmt: str | None, options: Options = None) -> list[tuple[
             continue
         found.append((_url(fs, file), relative, info))
     return found
+
+
+def _warn_unknown_suffixes(root: str, paths: list[str]) -> None:
+    """Say which files of a folder are not read for their suffix (`.ndjson`, `.jsonl.bz2`, ...): a
+    skipped file's records appear in no count, so its name must appear in the log."""
+    names = [posixpath.relpath(p, root) for p in sorted(paths)]
+    names = [n for n in names if not _hidden(n)]  # .crc, _SUCCESS and the like are skipped quietly
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        log.warning(
+            "Skipping %d file(s) under %s whose suffix is not one this reads (.jsonl, .json, .parquet, "
+            ".arrow, ...; .gz/.zst for JSONL): %s. Set dataset.format=jsonl or parquet to read every "
+            "file of the folder as that format.",
+            len(names),
+            root,
+            shown,
+        )
 
 
 def _followed(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) -> dict[str, Any]:

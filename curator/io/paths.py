@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 import fsspec
+from fsspec.core import OpenFile
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import infer_compression
 
 Options = Mapping[str, Any] | None  # fsspec storage options (dataset./output.storage_options)
 
@@ -19,12 +22,26 @@ def absolute(path: str) -> str:
 
 def url_to_fs(url: str, options: Options = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem of a path or URL, built with the storage options (endpoints, ...), and the path."""
+    if literal_local(url):
+        fs = LocalFileSystem()
+        return fs, fs._strip_protocol(url)
     return fsspec.core.url_to_fs(url, **dict(options or {}))
 
 
 def open_url(url: str, mode: str = "rb", options: Options = None, **kwargs: Any) -> IO[bytes]:
     """fsspec.open with the storage options (a context manager, like fsspec.open)."""
+    if literal_local(url):
+        compression = kwargs.pop("compression", None)
+        compression = infer_compression(url) if compression == "infer" else compression
+        return OpenFile(LocalFileSystem(), url, mode, compression=compression, **kwargs)  # type: ignore[return-value]
     return fsspec.open(url, mode, **kwargs, **dict(options or {}))  # type: ignore[return-value]
+
+
+def literal_local(url: str) -> bool:
+    """A local path with `::` in a name: fsspec reads `in/a::b.jsonl` as a chain of URLs and opens `in/a`.
+    A real chain starts with a protocol (`simplecache::s3://...`); this does not."""
+    head = url.split("::", 1)[0]
+    return "::" in url and "://" not in head and head not in fsspec.available_protocols()
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
