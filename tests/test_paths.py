@@ -30,6 +30,7 @@ from curator.io.lock import (
     temporary_suffix,
 )
 from curator.io.manifest import remove_temporaries
+from curator.io.writers import QUARANTINE
 from tests.conftest import DOCS, write_jsonl
 from tests.test_resume import _run_py
 
@@ -139,6 +140,29 @@ def test_overlap_on_an_fsspec_filesystem_compares_normalised_paths(config, tmp_p
         assert summary["written"] == 1 and fs.exists("/paths-test/out/a.jsonl")
     finally:
         fs.rm("/paths-test", recursive=True)
+
+
+def test_names_with_glob_characters_are_written_as_named_on_an_fsspec_store(config, tmp_path: Path) -> None:
+    """mv and rm expand `*`, `?` and `[...]` on object stores and memory://: `a*.jsonl` was copied into
+    a folder `a*.jsonl/` and deleted, after being counted as written."""
+    folder, fs = tmp_path / "in", fsspec.filesystem("memory")
+    write_jsonl(folder / "a*.jsonl", [*docs(2, "star"), {"text": None}])  # one row to quarantine
+    write_jsonl(folder / "b[1].jsonl", docs(1, "bracket"))
+    write_jsonl(folder / "c?.jsonl", docs(2, "question"))
+    try:
+        summary = pipeline.run(config(folder, "memory://glob-names/out"))
+        assert (summary["read"], summary["written"], summary["quarantined"]) == (6, 5, 1)
+        files = sorted(p for p in fs.find("/glob-names/out") if p.endswith(".jsonl") and ".curator/" not in p)
+        names = [p.removeprefix("/glob-names/out/") for p in files]
+        assert names == [f"{QUARANTINE}/a*.jsonl", "a*.jsonl", "b[1].jsonl", "c?.jsonl"]
+        assert [fs.cat_file(p).decode().count("\n") for p in files] == [1, 2, 1, 2]
+        write_jsonl(folder / "a*.jsonl", docs(3, "star"))  # the bad row fixed: its quarantine goes
+        summary = pipeline.run(config(folder, "memory://glob-names/out", "output.mode=resume"))
+        left = sorted(p for p in fs.find("/glob-names/out") if ".curator" not in p)
+        assert summary["quarantined"] == 0 and not any("quarantine" in p for p in left)
+        assert fs.cat_file("/glob-names/out/a*.jsonl").decode().count("\n") == 3
+    finally:
+        fs.rm("/glob-names", recursive=True)
 
 
 def test_overlapping_inputs_are_read_once(config, tmp_path: Path) -> None:

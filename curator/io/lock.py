@@ -18,7 +18,7 @@ from typing import Any
 import fsspec
 
 from curator.errors import UserError
-from curator.io.paths import Options, is_local, url_to_fs
+from curator.io.paths import Options, is_local, move_file, url_to_fs
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +138,13 @@ def _take_over(fs: fsspec.AbstractFileSystem, path: str, holder: dict[str, Any] 
     """Move a stale lock aside (only if it is still the one judged stale), so an exclusive create can win."""
     aside = f"{path}.stale-{os.getpid()}"
     try:
-        fs.mv(path, aside)
+        move_file(fs, path, aside)
     except FileNotFoundError:
         return  # another starting run moved it first; the exclusive create decides between us
     if _read(fs, aside) != holder:  # a live run's fresh lock slipped in between: put it back
-        fs.mv(aside, path)
+        move_file(fs, aside, path)
         return
-    fs.rm(aside)
+    fs.rm_file(aside)
     who = f"PID {holder.get('pid')} on {holder.get('host')}" if holder else "an unreadable lock"
     log.warning("Took over the lock of output folder %s from %s, which is no longer running", path, who)
 
@@ -190,4 +190,4 @@ def own_output(output: str, options: Options = None) -> Iterator[None]:
         yield
     finally:
         if _read(fs, path) == me:
-            fs.rm(path)
+            fs.rm_file(path)

@@ -98,7 +98,7 @@ class Manifest:
             for name in entry.get("outputs", []):
                 path = posixpath.join(self.root, name)
                 if self.fs.exists(path):
-                    self.fs.rm(path)
+                    self.fs.rm_file(path)
             self.entries.pop(entry["unit"], None)
 
 
@@ -147,7 +147,7 @@ def open_manifest(output: str, settings: dict[str, Any], mode: str, options: Opt
         manifest.remove_outputs(entries.values())
         for name in (MANIFEST, SUMMARY):
             if fs.exists(posixpath.join(root, name)):
-                fs.rm(posixpath.join(root, name))
+                fs.rm_file(posixpath.join(root, name))
         manifest.header, header = new_header, None
     if header is not None and header.get("fingerprint") != current:
         changes = _differences(header.get("settings", {}), settings) or ["(manifest from another version)"]
@@ -174,7 +174,7 @@ def remove_temporaries(fs: fsspec.AbstractFileSystem, root: str) -> int:
     names = [p for p in fs.find(root) if TMP_MARK in posixpath.basename(p)]
     stale = [p for p in names if not live_temporary(posixpath.basename(p))]
     for path in stale:
-        fs.rm(path)
+        fs.rm_file(path)
     if stale:
         log.info("Removed %d temporary file(s) left by an interrupted run", len(stale))
     return len(stale)

@@ -63,3 +63,13 @@ def inside(path: tuple[str, str], folder: tuple[str, str]) -> bool:
     if path[0] != folder[0]:
         return False
     return path[1] == folder[1] or path[1].startswith(folder[1].rstrip("/") + "/")
+
+
+def move_file(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
+    """Rename one file, names taken literally: on object stores and memory:// `mv` expands glob
+    characters, so `a*.jsonl` was copied into a new folder `a*.jsonl/` and then deleted."""
+    if is_local(fs):
+        fs.mv(source, target)
+    else:
+        fs.cp_file(source, target)
+        fs.rm_file(source)

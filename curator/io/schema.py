@@ -178,7 +178,7 @@ def settle_schema(fs: Any, root: str, planned: pa.Schema | None, resuming: bool)
         data = planned.serialize().to_pybytes()
         atomic_write(fs, path, lambda handle: handle.write(data))
     elif fs.exists(path):
-        fs.rm(path)
+        fs.rm_file(path)
     return planned
 
 

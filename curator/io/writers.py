@@ -30,7 +30,7 @@ from curator.columns import (
 from curator.io.encode import data_names, encode_jsonl, encode_parquet, safe_json
 from curator.io.files import output_format
 from curator.io.lock import temporary_suffix
-from curator.io.paths import url_to_fs
+from curator.io.paths import move_file, url_to_fs
 
 INPUT_CODECS = {".gz": "gzip", ".zst": "zstd"}  # a compressed input is written compressed the same way
 JSONL_CODEC_SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
@@ -100,10 +100,10 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[IO[b
     try:
         with fs.open(tmp, "wb") as handle:
             write(handle)
-        fs.mv(tmp, path)
+        move_file(fs, tmp, path)
     finally:
         if fs.exists(tmp):
-            fs.rm(tmp)
+            fs.rm_file(tmp)
 
 
 def _quarantine_records(bad: pd.DataFrame, spec: Unit) -> list[dict[str, Any]]:
@@ -270,7 +270,7 @@ def write_partition(
         records = _quarantine_records(frame[bad], spec)
         atomic_write(fs, quarantine, lambda handle: _write_jsonl(handle, records))
     elif fs.exists(quarantine):  # left by an earlier run over a since-changed input
-        fs.rm(quarantine)
+        fs.rm_file(quarantine)
     counts = {
         "unit": spec.name,
         "input": spec.path,
