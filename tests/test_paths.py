@@ -67,6 +67,21 @@ def test_a_split_part_name_equal_to_another_input_is_refused_before_any_work(con
     assert summary["read"] == summary["written"] == 42  # whole files: two names, nothing lost
 
 
+def test_a_long_input_name_is_written_and_one_too_long_to_write_is_refused_first(
+    config, tmp_path: Path
+) -> None:
+    """The temporary's suffix once pushed a valid 246-byte name past the 255-byte limit: every run of that
+    unit failed at its write. A name the output itself cannot have is refused before any work."""
+    long = "ü" * 120 + ".jsonl"  # 246 bytes in UTF-8
+    write_jsonl(tmp_path / "in" / long, docs(3, "long"))
+    summary = pipeline.run(config(tmp_path / "in", tmp_path / "out"))
+    assert summary["read"] == summary["written"] == 3 and len(rows(tmp_path / "out")) == 3
+    write_jsonl(tmp_path / "in2" / ("x" * 250 + ".json"), docs(1, "x"))  # writes x...x.jsonl: 256 bytes
+    with pytest.raises(ConfigError, match=r"longer than the 255 bytes a file name may have"):
+        pipeline.run(config(tmp_path / "in2", tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()
+
+
 def test_a_data_name_equal_to_a_quarantine_name_is_refused(config, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in" / "x.jsonl", docs(2, "x"))
     write_jsonl(tmp_path / "in" / "_quarantine" / "x.jsonl", docs(2, "q"))  # data named like x's quarantine

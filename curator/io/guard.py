@@ -1,15 +1,16 @@
 """Checks before any work: inputs and outputs never overlap (on resolved real paths, symlinks followed),
-and no two units write the same output name."""
+and no two units write the same output name, nor one longer than a file name may be."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 
 from curator.errors import ConfigError
 from curator.io.files import InputFile, entry_root
 from curator.io.partitions import Part
 from curator.io.paths import Options, inside, real_path
-from curator.io.writers import OutputTarget, output_names
+from curator.io.writers import NAME_MAX, OutputTarget, output_names
 
 
 class OverlapError(ConfigError):
@@ -70,6 +71,11 @@ def check_names(parts: Sequence[Part], target: OutputTarget) -> None:
     owners: dict[str, Part] = {}
     for part in parts:
         for name in planned_names(part, target):
+            if len(posixpath.basename(name).encode()) > NAME_MAX:
+                raise ConfigError(
+                    f"Input {_unit(part)} would write {posixpath.basename(name)!r}, a name longer than "
+                    f"the {NAME_MAX} bytes a file name may have: rename the input file."
+                )
             other = owners.setdefault(name, part)
             if other is not part:
                 split = (part.index, other.index) != (None, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gzip
+import hashlib
 import json
 import posixpath
 import time
@@ -35,6 +36,7 @@ from curator.io.paths import move_file, url_to_fs
 INPUT_CODECS = {".gz": "gzip", ".zst": "zstd"}  # a compressed input is written compressed the same way
 JSONL_CODEC_SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
 QUARANTINE = "_quarantine"  # `_`: Arrow, pandas and Dask skip it when reading the folder as a dataset
+NAME_MAX = 255  # bytes in one file name on Linux filesystems (and S3's limit is higher)
 FILTERED = "_filtered"
 
 
@@ -93,10 +95,15 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[IO[b
     """Write through a temporary name in the same folder, then rename into place (readers never see half).
 
     The temporary name (`<path>.curator-tmp-<host>-<pid>-<hex>`) says which process writes it, so a
-    clean-up at the next start never removes a file another live process is still writing.
+    clean-up at the next start never removes a file another live process is still writing; a name too
+    long for that suffix is replaced by a hash of it in the temporary's name.
     """
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = f"{path}{temporary_suffix()}"
+    folder, name = posixpath.split(path)
+    suffix = temporary_suffix()
+    if len((name + suffix).encode()) > NAME_MAX:  # a long (valid) name: a short stand-in for the temporary
+        name = hashlib.sha256(name.encode()).hexdigest()[:16]
+    tmp = posixpath.join(folder, name + suffix)
     try:
         with fs.open(tmp, "wb") as handle:
             write(handle)
