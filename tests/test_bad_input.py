@@ -104,6 +104,22 @@ def test_undecodable_lines_keep_their_original_bytes(make_config, tmp_path: Path
     assert base64.b64decode(entry["raw_base64"]) == bad_line
 
 
+def test_a_line_of_vertical_tabs_or_form_feeds_is_a_record_not_a_blank_line(
+    make_config, tmp_path: Path
+) -> None:
+    """Only space, tab, CR and LF are JSON whitespace: a line holding \v or \f was skipped as blank and
+    counted nowhere."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = [f'{{"text": "{TEXTS[0]}"}}', "\x0b", "  \t ", "\x0c\x0c", f'{{"text": "{TEXTS[1]}"}}', ""]
+    (folder / "a.jsonl").write_text("\r\n".join(lines), encoding="utf-8")
+    summary = pipeline.run(make_config(f"dataset.path={folder}"))
+    adds_up(summary)
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (4, 2, 2)
+    entries = quarantine(tmp_path / "out", "a")
+    assert [(e["line"], e["raw"]) for e in entries] == [(2, "\x0b"), (4, "\x0c\x0c")]
+
+
 def _parquet_with_bad_utf8(path: Path) -> None:
     text = pa.array([TEXTS[0].encode(), b"bad \xff text", TEXTS[1].encode()], pa.binary()).view(pa.string())
     pq.write_table(pa.table({"text": text, "n": [1, 2, 3]}), path)

@@ -37,6 +37,7 @@ __all__ = ["HIDDEN_PREFIX", "LINES_ATTR", "LINE_COLUMN", "RAW_COLUMN", "read_fil
 
 INVALID_TEXT = ("quarantine", "replace")  # dataset.invalid_text
 BOM = b"\xef\xbb\xbf"
+JSON_WHITESPACE = b" \t\r\n"  # a line of only these is blank; any other byte makes a record
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or the reverse: a lone surrogate
 # (or an escaped backslash before such text: the walk over the parsed record decides).
@@ -172,7 +173,7 @@ def read_jsonl(
             spanned += 1
             if at_start and raw.startswith(BOM):  # a byte-order mark opens the file, not the record
                 raw = raw[len(BOM) :]
-            if not raw.strip():
+            if not raw.strip(JSON_WHITESPACE):  # not bytes.strip(): it takes \v and \f, which JSON does not
                 continue
             line = raw.rstrip(b"\r\n")
             record, problem, fixed = parse_line(line, invalid_text)
