@@ -120,6 +120,39 @@ def test_a_line_of_vertical_tabs_or_form_feeds_is_a_record_not_a_blank_line(
     assert [(e["line"], e["raw"]) for e in entries] == [(2, "\x0b"), (4, "\x0c\x0c")]
 
 
+def _nested(depth: int, kind: str) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_records_nested_too_deep_to_write_back_are_quarantined_and_the_rest_read_back(
+    make_config, tmp_path: Path, fmt: str
+) -> None:
+    """60 nested lists made a Parquet file that was counted as written and could not be read (Parquet's
+    nesting limit); 500 made JSONL encoding recurse past Python's limit and fail the whole unit."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    records = [
+        {"text": TEXTS[0], "meta": _nested(31, "list")},  # 32 levels with the record: kept
+        {"text": TEXTS[1], "meta": _nested(60, "list")},
+        {"text": TEXTS[2], "meta": _nested(40, "object")},
+        {"text": TEXTS[3], "meta": _nested(500, "list")},
+    ]
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    summary = pipeline.run(make_config(f"dataset.path={folder}", f"output.format={fmt}"))
+    adds_up(summary)
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (4, 1, 3)
+    out = tmp_path / "out" / f"a.{fmt}"
+    back = pd.read_json(out, lines=True) if fmt == "jsonl" else pq.read_table(out).to_pandas()
+    assert back["text"].tolist() == [TEXTS[0]]
+    entries = quarantine(tmp_path / "out", "a")
+    assert [e["line"] for e in entries] == [2, 3, 4] and all("levels deep" in e["reason"] for e in entries)
+    assert [json.loads(e["raw"]) for e in entries] == records[1:]  # each line kept as read
+
+
 def _parquet_with_bad_utf8(path: Path) -> None:
     text = pa.array([TEXTS[0].encode(), b"bad \xff text", TEXTS[1].encode()], pa.binary()).view(pa.string())
     pq.write_table(pa.table({"text": text, "n": [1, 2, 3]}), path)

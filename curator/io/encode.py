@@ -67,7 +67,7 @@ def encode_jsonl(frame: pd.DataFrame) -> tuple[list[bytes], dict[int, str]]:
             record = {k: json_value(col[row]) for k, col in zip(keys, columns, strict=True)}
             text = json.dumps(record, ensure_ascii=False, allow_nan=False)
             lines.append((text + "\n").encode("utf-8"))
-        except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as err:
+        except (TypeError, ValueError, OverflowError, UnicodeEncodeError, RecursionError) as err:
             failed[row] = f"cannot be written as JSONL: {type(err).__name__}: {err}"
             lines.append(b"")
     return lines, failed

@@ -38,6 +38,9 @@ __all__ = ["HIDDEN_PREFIX", "LINES_ATTR", "LINE_COLUMN", "RAW_COLUMN", "read_fil
 INVALID_TEXT = ("quarantine", "replace")  # dataset.invalid_text
 BOM = b"\xef\xbb\xbf"
 JSON_WHITESPACE = b" \t\r\n"  # a line of only these is blank; any other byte makes a record
+# Deeper records are quarantined: Parquet cannot hold about 50 nested lists (the file is written, then
+# cannot be read), and encoding JSON recurses once per level
+MAX_NESTING = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or the reverse: a lone surrogate
 # (or an escaped backslash before such text: the walk over the parsed record decides).
@@ -117,6 +120,8 @@ def parse_line(
         return None, "invalid JSON: nested too deeply", repaired
     if not isinstance(record, dict):
         return None, f"not a JSON object: {type(record).__name__}", repaired
+    if line.count("[") + line.count("{") > MAX_NESTING and (depth := nesting(record)) > MAX_NESTING:
+        return None, f"nested {depth} levels deep (at most {MAX_NESTING} can be written back)", repaired
     if ("\\ud" in line or "\\uD" in line) and _LONE_ESCAPE.search(line):
         hit = _surrogate_at(record)
         if hit and invalid_text == "replace":
@@ -126,6 +131,17 @@ def parse_line(
             where = f"in field {field!r} at code point {offset}"
             return None, f"invalid Unicode: lone surrogate U+{ord(char):04X} {where}", repaired
     return record, None, repaired
+
+
+def nesting(value: Any) -> int:
+    """How many lists and objects deep a parsed JSON value goes (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def text_problem(value: Any, text_field: str) -> str | None:
