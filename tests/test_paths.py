@@ -231,6 +231,19 @@ def test_a_name_fsspec_would_read_as_a_url_chain_is_opened_as_named(config, tmp_
     assert zipped["text"].str.contains("<zipped").all() and len(zipped) == 3
 
 
+def test_a_path_with_glob_characters_that_exists_is_that_file_or_folder(config, tmp_path: Path) -> None:
+    """`part[1].jsonl` read `part1.jsonl` (a glob's match) in its place; a folder `data[1]` was refused."""
+    write_jsonl(tmp_path / "in" / "part[1].jsonl", docs(2, "bracket"))
+    write_jsonl(tmp_path / "in" / "part1.jsonl", docs(1, "other"))
+    summary = pipeline.run(config(f"'{tmp_path / 'in' / 'part[1].jsonl'}'", tmp_path / "out"))
+    assert summary["read"] == 2 and rows(tmp_path / "out")["text"].str.contains("<bracket").all()
+    write_jsonl(tmp_path / "data[1]" / "a.jsonl", docs(3, "folder"))
+    summary = pipeline.run(config(f"'{tmp_path / 'data[1]'}'", tmp_path / "out2"))
+    assert summary["read"] == summary["written"] == 3
+    summary = pipeline.run(config(f"'{tmp_path / 'in' / 'part[0-9].jsonl'}'", tmp_path / "out3"))
+    assert summary["read"] == 1  # a pattern that names no file is still a glob
+
+
 def test_files_a_folder_holds_in_other_formats_are_named_in_a_warning(config, tmp_path: Path, caplog) -> None:
     folder = tmp_path / "in"
     write_jsonl(folder / "a.jsonl", docs(2, "a"))

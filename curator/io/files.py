@@ -101,7 +101,12 @@ def _hidden(relative: str) -> bool:
 def entry_root(entry: str, options: Options = None) -> str:
     """The file or folder an entry covers (a glob: the folder above its first wildcard), as a URL."""
     fs, path = url_to_fs(entry, options)
-    return _url(fs, _static_prefix(path) if glob.has_magic(path) else path.rstrip("/") or "/")
+    return _url(fs, _static_prefix(path) if _is_glob(fs, path) else path.rstrip("/") or "/")
+
+
+def _is_glob(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """A pattern to expand: a name with glob characters (`part[1].jsonl`) that exists is that file."""
+    return glob.has_magic(path) and not fs.exists(path)
 
 
 def _static_prefix(pattern: str) -> str:
@@ -147,7 +152,7 @@ def _expand(entry: str, fmt: str | None, options: Options = None) -> list[tuple[
     """
     fs, path = url_to_fs(entry, options)
     folder = False
-    if glob.has_magic(path):
+    if _is_glob(fs, path):
         root = _static_prefix(path)
         files = _without_dataset_metadata(fs.glob(path, detail=True))
     elif fs.isdir(path):
