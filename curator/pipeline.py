@@ -259,6 +259,15 @@ def _prepare(cfg: Config, manifest: Manifest, parts: list[Part]) -> tuple[list[l
         log.info("%d unit(s) recorded for since-changed input(s): removing their outputs", len(stale))
         manifest.remove_outputs(stale)
         manifest.rewrite()
+    if others := manifest.others(parts):  # kept: a folder may gather runs over several dataset.paths
+        names = ", ".join(sorted(e["unit"] for e in others)[:5]) + (" ..." if len(others) > 5 else "")
+        log.warning(
+            "The output folder also holds %d unit(s) of input files this run does not read (renamed, "
+            "deleted, or from another dataset.path): %s. They are kept and not in this run's counts; "
+            "output.mode=overwrite starts the folder afresh.",
+            len(others),
+            names,
+        )
     groups = group_parts(parts, cfg.dataset.files_per_partition, parse_blocksize(cfg.dataset.blocksize))
     finished = [all(manifest.done(p) for p in g) for g in groups]
     todo = [g for g, skip in zip(groups, finished, strict=True) if not skip]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -165,6 +166,21 @@ def test_a_changed_input_is_redone_and_its_old_parts_removed(resume_config, tmp_
     assert sorted(p.name for p in out.glob("large*")) == ["large.jsonl"]
     assert summary["read"] == 4 * 6 + 1 + 1
     assert sorted(e["unit"] for e in manifest_lines(out)[1:]) == ["f0", "f1", "f2", "f3", "large"]
+
+
+def test_units_of_inputs_this_run_does_not_read_are_kept_and_named(
+    resume_config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renamed or deleted input leaves its outputs (a folder may gather runs over several dataset.paths):
+    the run says so instead of counting fewer rows than the folder holds without a word."""
+    out = tmp_path / "out"
+    pipeline.run(resume_config(str(out)))
+    (tmp_path / "in" / "f1.jsonl").rename(tmp_path / "in" / "g1.jsonl")
+    with caplog.at_level(logging.WARNING, logger="curator.pipeline"):
+        summary = pipeline.run(resume_config(str(out)))
+    assert summary["units"]["done"] == 1 and (out / "f1.jsonl").exists() and (out / "g1.jsonl").exists()
+    [warning] = [r.getMessage() for r in caplog.records if "this run does not read" in r.getMessage()]
+    assert warning.startswith("The output folder also holds 1 unit(s)") and ": f1. They are kept" in warning
 
 
 # ---- the real thing: SIGKILL a running `python run.py`, rerun, compare ----------------------------

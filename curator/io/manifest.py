@@ -75,6 +75,11 @@ class Manifest:
         current = {p.name for p in parts if self.done(p)}
         return [e for n, e in self.entries.items() if e.get("input") in paths and n not in current]
 
+    def others(self, parts: Iterable[Part]) -> list[dict[str, Any]]:
+        """Entries of input files this run does not read (renamed, deleted, or another dataset.path)."""
+        paths = {p.path for p in parts}
+        return [e for e in self.entries.values() if e.get("input") not in paths]
+
     def record(self, entries: list[dict[str, Any]]) -> None:
         """Append finished units in one write (all outputs of each are already in place)."""
         for entry in entries:
