@@ -179,6 +179,48 @@ def test_parquet_text_with_invalid_utf8(make_config, tmp_path: Path) -> None:
     assert table.column("text").to_pylist()[1] == "bad \ufffd text" and repaired["repaired"] == 1
 
 
+def _bad_bytes(*values: bytes) -> pa.Array:
+    return pa.array(list(values), pa.binary()).view(pa.string())
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_invalid_utf8_in_dictionary_nested_and_view_columns_quarantines_rows_not_files(
+    make_config, tmp_path: Path, fmt: str
+) -> None:
+    """Dictionary-encoded text, lists and structs of strings with one bad value failed their whole file
+    (and a dictionary column beside a plain one stopped a Parquet run at start-up); string_view text
+    (what polars writes) failed every row."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    words = pa.DictionaryArray.from_arrays(
+        pa.array([0, 1, 2], pa.int32()), _bad_bytes(b"ok 1", b"bad \xff", b"ok 3")
+    )
+    pq.write_table(pa.table({"text": words, "n": [1, 2, 3]}), folder / "dictionary.parquet")
+    tags = pa.ListArray.from_arrays(pa.array([0, 1, 2, 3], pa.int32()), _bad_bytes(b"t1", b"\xfe", b"t3"))
+    pq.write_table(pa.table({"text": TEXTS[:3], "n": [4, 5, 6], "tags": tags}), folder / "nested.parquet")
+    view = pa.array(TEXTS[3:5], pa.string_view())
+    pq.write_table(pa.table({"text": view, "n": [7, 8]}), folder / "view.parquet")
+    pq.write_table(pa.table({"text": TEXTS[5:6], "n": [9]}), folder / "plain.parquet")
+    summary = pipeline.run(make_config(f"dataset.path={folder}", "dataset=parquet", f"output.format={fmt}"))
+    adds_up(summary)
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (9, 7, 2)
+    out = tmp_path / "out"
+    read = (
+        (lambda f: pq.read_table(f).to_pandas())
+        if fmt == "parquet"
+        else (lambda f: pd.read_json(f, lines=True))
+    )
+    written = sorted(
+        n for name in ("dictionary", "nested", "view", "plain") for n in read(out / f"{name}.{fmt}")["n"]
+    )
+    assert written == [1, 3, 4, 6, 7, 8, 9]
+    [dictionary] = quarantine(out, "dictionary")
+    assert dictionary["line"] == 1 and base64.b64decode(dictionary["fields_base64"]["text"]) == b"bad \xff"
+    [nested] = quarantine(out, "nested")
+    assert nested["line"] == 1 and "invalid UTF-8 inside field 'tags'" in nested["reason"]
+    assert nested["record"]["n"] == 5  # the rest of the row is kept with the reason
+
+
 # ---- values the writer cannot hold ---------------------------------------------------------------
 def test_parquet_types_round_trip_exactly(make_config, tmp_path: Path) -> None:
     folder = tmp_path / "in"

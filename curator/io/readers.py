@@ -284,6 +284,7 @@ def read_arrow(
 def _table_frame(table: pa.Table, part: Part, text_field: str | None, invalid_text: str) -> pd.DataFrame:
     """An Arrow table as a partition: names escaped, bad text marked, file row numbers as lines."""
     table = table.rename_columns([escape(c) for c in table.column_names])
+    table = _without_views(table)
     table, errors, raws, repaired = _check_utf8(table, invalid_text)
     frame = table.to_pandas(types_mapper=pd.ArrowDtype)  # exact round trip: maps, decimals, int8 with nulls
     if text_field is not None:
@@ -307,8 +308,14 @@ def _check_utf8(table: pa.Table, invalid_text: str) -> tuple[pa.Table, list, lis
             continue
         except pa.ArrowInvalid:
             pass
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            raise ValueError(f"column {name!r} holds invalid UTF-8 inside nested values; repair the file")
+        if pa.types.is_dictionary(column.type) and is_text(column.type.value_type):
+            column = column.cast(column.type.value_type)  # decoded: each row's own value is checked below
+        if not is_text(column.type):  # inside lists, structs, maps: the row's value is left out
+            column, bad = _without_invalid_rows(column)
+            for row in bad:
+                errors[row] = errors[row] or f"invalid UTF-8 inside field {name!r} (a {column.type} value)"
+            table = table.set_column(index, table.field(index).with_type(column.type), column)
+            continue
         binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
         values = column.combine_chunks().view(binary).to_pylist()
         fixed = []
@@ -323,8 +330,39 @@ def _check_utf8(table: pa.Table, invalid_text: str) -> tuple[pa.Table, list, lis
                 if errors[row] is None:
                     errors[row] = f"invalid UTF-8 in field {name!r} at byte {err.start}: {err.reason}"
                 raws[row] = {**(raws[row] or {}), name: value}
-        table = table.set_column(index, table.field(index), pa.array(fixed, type=column.type))
+        table = table.set_column(
+            index, table.field(index).with_type(column.type), pa.array(fixed, column.type)
+        )
     return table, errors, raws, len(repaired)
+
+
+def is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+# view types (what polars writes) as the types pandas can hold
+VIEWS = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+
+
+def _without_views(table: pa.Table) -> pa.Table:
+    """string_view and binary_view columns as large_string and large_binary: pandas holds no view type."""
+    for index, field in enumerate(table.schema):
+        if (kind := VIEWS.get(field.type)) is not None:
+            table = table.set_column(index, field.with_type(kind), table.column(index).cast(kind))
+    return table
+
+
+def _without_invalid_rows(column: pa.ChunkedArray) -> tuple[pa.Array, list[int]]:
+    """A nested column with the rows whose values hold invalid UTF-8 made null, and those rows."""
+    values = column.combine_chunks()
+    bad = set()
+    for row in range(len(values)):
+        try:  # take, not slice: a slice of a list still holds (and validates) every row's items
+            values.take([row]).validate(full=True)
+        except pa.ArrowInvalid:
+            bad.add(row)
+    pieces = [pa.nulls(1, values.type) if row in bad else values.slice(row, 1) for row in range(len(values))]
+    return (pa.concat_arrays(pieces) if pieces else values), sorted(bad)
 
 
 def _finish(frame: pd.DataFrame, errors: list, raws: list, lines: list) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from curator.columns import ERROR_COLUMN, data_columns, unescape
 from curator.errors import ConfigError
 from curator.io.files import output_format
 from curator.io.paths import open_url
-from curator.io.readers import open_arrow, read_file
+from curator.io.readers import VIEWS, is_text, open_arrow, read_file
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def footer_schema(files: Sequence[Any]) -> pa.Schema:
     schemas = []
     for file in files:
         try:
-            schemas.append(file_schema(file))
+            schemas.append(as_read(file_schema(file)))
         except (OSError, pa.ArrowException) as err:  # the unit fails on its own later, naming the file
             log.warning(
                 "Cannot read the schema of %s (%s): it does not shape the run's schema", file.path, err
@@ -109,6 +109,18 @@ def footer_schema(files: Sequence[Any]) -> pa.Schema:
             f"The Parquet inputs have columns of incompatible types ({err}); write JSONL "
             "(output.format=jsonl) or classify them in separate runs."
         ) from err
+
+
+def as_read(schema: pa.Schema) -> pa.Schema:
+    """A footer's schema with the column types the reader hands on: view types as large ones, and
+    dictionary-encoded text as text (one file's dictionary column and another's plain one then unify)."""
+    fields = []
+    for field in schema:
+        kind = field.type
+        if pa.types.is_dictionary(kind) and is_text(kind.value_type):
+            kind = kind.value_type
+        fields.append(field.with_type(VIEWS.get(kind, kind)))
+    return pa.schema(fields, metadata=schema.metadata)
 
 
 def run_schema(inputs: Sequence[pa.Schema], outputs: dict[str, pa.DataType]) -> pa.Schema:
