@@ -10,6 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from curator.cluster.secrets import mask_override
 from curator.report import COUNTS
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "job": num,
         "dir": str(job_dir.relative_to(sweep_dir)),
-        "overrides": list(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")),
+        "overrides": [mask_override(o) for o in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")],
     }
     summary_path = job_dir / "summary.json"
     if not summary_path.exists():  # failed, killed, or still running

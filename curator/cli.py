@@ -15,6 +15,7 @@ from curator.config import register_configs, to_config
 from curator.errors import UserError
 
 log = logging.getLogger("curator")
+STARTED = False  # set once Hydra has composed the config and the run begins
 CONFIGS = "curator.conf"  # the top-level conf/ folder, installed as this package (see pyproject.toml)
 if importlib.util.find_spec(CONFIGS) is None:  # e.g. an editable install made before conf/ moved
     sys.exit(f"curator: the configs (package {CONFIGS}, folder conf/) are missing: pip install -e . again")
@@ -26,12 +27,17 @@ def main() -> None:
     reads the families' schemas only (no torch: `--help` and config mistakes answer in under a second);
     the pipeline, and torch with it, loads once the config is composed."""
     register_configs()
-    app()
+    try:
+        app()
+    except SystemExit as done:  # Hydra's own composition errors exit 1; every config mistake exits 2
+        raise SystemExit(2 if done.code == 1 and not STARTED else done.code) from None
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIGS}", config_name="config")
 def app(cfg: DictConfig) -> None:
     """Compose the config, hand plain dataclasses to the pipeline, keep the report in Hydra's run dir."""
+    global STARTED
+    STARTED = True
     from curator import pipeline
 
     try:
@@ -39,3 +45,6 @@ def app(cfg: DictConfig) -> None:
     except UserError as err:  # the message says what to change; a traceback would only hide it
         log.error("%s", err)
         sys.exit(2)
+    except Exception:  # logged here: Hydra would print the command's overrides, secrets included
+        log.exception("The run failed")
+        sys.exit(1)

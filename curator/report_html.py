@@ -12,6 +12,8 @@ import os
 from importlib import resources
 from typing import Any
 
+from curator.cluster.secrets import mask_secrets
+
 SECRET_HINTS = ("token", "password", "secret")
 # Inside storage_options (which may hold key, secret, token, account_key, ...) only these are shown
 SHOWN_STORAGE_OPTIONS = ("endpoint_url", "region_name", "anon", "use_ssl", "requester_pays", "client_kwargs")
@@ -24,7 +26,7 @@ def redact(value: Any, options: bool = False) -> Any:
         return {k: _redacted(str(k).lower(), v, options) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, options) for v in value]
-    return value
+    return mask_secrets(value) if isinstance(value, str) else value
 
 
 def _redacted(name: str, value: Any, options: bool) -> Any:

@@ -214,6 +214,7 @@ def test_a_string_filter_by_is_one_label_not_its_characters(client, books: Path,
         ({"autocast": "no"}, TypeError, "autocast='no': must be bool"),
         ({"pred_column": ""}, ValueError, "pred_column='': must be a non-empty string"),
         ({"prob_column": 7}, TypeError, "prob_column=7: must be str or None"),
+        ({"token": b"hf_SECRET0123456789"}, TypeError, "token=a bytes: must be str or None"),  # not its value
         ({"batch_size": "8"}, TypeError, "batch_size='8': must be int or None"),
         ({"batch_size": True}, TypeError, "batch_size=True: must be int or None"),
         ({"batch_size": 0}, ValueError, "FineWebMixtralEduClassifier.batch_size=0: must be an integer >= 1"),

@@ -449,6 +449,30 @@ def test_slurm_refuses_a_job_script_that_would_hold_a_secret(hf_env: Path) -> No
 
 
 @pytest.mark.parametrize(
+    ("line", "refused"),
+    [
+        ("export HF_TOKEN=hf_typed_into_the_settings", True),  # not in this environment: still refused
+        ("module load cuda; HUGGING_FACE_HUB_TOKEN='hf_abc' srun x", True),
+        ("export AWS_SECRET_ACCESS_KEY=abc", True),
+        ("export HF_TOKEN=$HF_TOKEN", False),  # copies the variable: no value in the file
+        ("export TOKENIZERS_PARALLELISM=false", False),  # TOKEN inside a word is not a secret's name
+        ("export HF_HOME=/data/hf", False),
+    ],
+)
+def test_slurm_refuses_a_secret_assigned_in_the_job_script(
+    line: str, refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = dataclasses.replace(compose_config(["cluster=slurm"]).cluster, job_script_prologue=[line])
+    if refused:
+        with pytest.raises(ConfigError, match=r"would set \$\w+ to a value written in the cluster settings"):
+            slurm_job_script(cfg)
+    else:
+        assert line in slurm_job_script(cfg)
+
+
+@pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["cluster.cores=null"], "needs cluster.cores"),

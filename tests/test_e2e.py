@@ -108,9 +108,36 @@ def test_unknown_option_or_key_lists_the_valid_ones(override: str, expected: str
         timeout=120,
     )
     output = result.stdout + result.stderr
-    assert result.returncode != 0 and expected in output and "Traceback" not in output
+    assert result.returncode == 2 and expected in output and "Traceback" not in output  # as the run's checks
     if "Available options" in expected:
         assert ("domain" if "classifier" in override else "safe") in output.split("Available options")[1]
+
+
+# run.py in this process with pipeline.run failing as a bug would (no UserError)
+FAILING_RUN = f"""
+import runpy, sys
+from curator import pipeline
+def broken(cfg, run_dir=None):
+    raise RuntimeError("an unexpected failure")
+pipeline.run = broken
+sys.argv = ["run.py", *sys.argv[1:]]
+runpy.run_path({str(ROOT / "run.py")!r}, run_name="__main__")
+"""
+
+
+def test_an_unexpected_failure_is_logged_without_echoing_the_overrides(tmp_path: Path) -> None:
+    """Hydra prints a failed job's overrides, and with them any credential given on the command line."""
+    secret = "+dataset.storage_options.secret=s3cr3tLEAK0123"
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_RUN, "cluster=sync", secret, "hydra.run.dir=run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "RuntimeError: an unexpected failure" in output, output[-2000:]
+    assert "s3cr3tLEAK0123" not in output and "The run failed" in output
 
 
 @pytest.mark.slow

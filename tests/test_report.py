@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from curator import pipeline
+from curator.cluster.secrets import mask_override
 from curator.report import label_examples, summarise
 from curator.report_html import render, save_html_report
 from tests.conftest import DOCS, write_jsonl
@@ -55,6 +56,29 @@ def test_secret_looking_config_values_never_reach_the_page() -> None:
     summary = {"read": 0, "written": 0, "filtered": 0, "quarantined": 0, "labels": {}, "output_path": "x"}
     page = render(summary, {"hub": {"hf_token": "hf_SECRET123", "model": "m"}, "api_password": "pw123"})
     assert "hf_SECRET123" not in page and "pw123" not in page and '"model": "m"' in page
+
+
+def test_secrets_inside_setting_values_and_sweep_overrides_are_masked() -> None:
+    """Key names alone missed a token assigned in a job-script line, a password in an endpoint URL, and
+    every secret in a sweep's overrides (sweep_summary.json, the sweep table)."""
+    summary = {"read": 0, "written": 0, "filtered": 0, "quarantined": 0, "labels": {}, "output_path": "x"}
+    config = {
+        "cluster": {
+            "job_script_prologue": ["export HF_TOKEN=hf_SECRET123", "export TOKENIZERS_PARALLELISM=false"]
+        },
+        "dataset": {"storage_options": {"endpoint_url": "https://user:pw123@minio:9000"}},
+    }
+    page = render(summary, config)
+    assert "hf_SECRET123" not in page and "pw123" not in page
+    assert "export HF_TOKEN=***" in page and "TOKENIZERS_PARALLELISM=false" in page and "@minio:9000" in page
+    assert [mask_override(o) for o in ("+dataset.storage_options.secret=s3cr3t", "+hf_token=abc")] == [
+        "+dataset.storage_options.secret=***",
+        "+hf_token=***",
+    ]
+    assert mask_override("filter.keep=[Games]") == "filter.keep=[Games]"
+    assert mask_override("cluster.job_script_prologue=[export HF_TOKEN=hf_x,x]") == (
+        "cluster.job_script_prologue=[export HF_TOKEN=***,x]"
+    )
 
 
 def test_data_cannot_close_the_script_element() -> None:

@@ -82,7 +82,8 @@ def check_arguments(
             value is not None and (wrong_bool or not isinstance(value, kind))
         ):
             wanted = getattr(kind, "__name__", "a number")
-            raise SettingTypeError(f"{name}={value!r}: must be {wanted}{' or None' if optional else ''}")
+            shown = f"a {type(value).__name__}" if name == "token" else repr(value)  # never the secret
+            raise SettingTypeError(f"{name}={shown}: must be {wanted}{' or None' if optional else ''}")
     if device_type not in DEVICE_TYPES:
         raise ConfigError(
             f"device_type={device_type!r}: choose 'cpu', 'cuda' or None (CUDA when there is one)"
