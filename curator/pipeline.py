@@ -32,7 +32,7 @@ from curator.io.files import InputFile, discover, expand_entries
 from curator.io.gpu import partition_reader
 from curator.io.guard import check_names, check_overlap
 from curator.io.lock import own_output
-from curator.io.manifest import SUMMARY, Manifest, open_manifest, remove_temporaries, signature
+from curator.io.manifest import SUMMARY, Manifest, fingerprint, open_manifest, remove_temporaries, signature
 from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
 from curator.io.paths import absolute
 from curator.io.readers import read_file
@@ -62,10 +62,13 @@ def mix_source(cfg: Config) -> str | None:
 
 
 def output_path(cfg: Config) -> str:
-    """The data folder: configured, or derived from dataset + classifiers (no timestamp: reruns resume)."""
+    """The data folder: configured, or derived from dataset + classifiers + a short hash of the settings
+    that decide the outputs (no timestamp: the same command resumes; another filter, dtype or classifier
+    setting gets its own folder, so commands run one after another, and sweep jobs, never collide)."""
     if cfg.output.path:
         return absolute(str(cfg.output.path))
     name = "+".join(cfg.classifier) + ("-mixed" if cfg.task == "mix" else "")
+    name += "-" + fingerprint(run_settings(cfg))[:8]
     return os.path.abspath(os.path.join("outputs", "data", cfg.dataset.name, name))
 
 

@@ -202,7 +202,8 @@ def sweep_zero_shot(
     assert result.returncode == 0, result.stderr[-3000:]
     data = cwd / "outputs" / "data" / "tiny"
     for name, column in (("zero_shot_domain", "domain_pred"), ("zero_shot_topic", "topic_pred")):
-        frame = pd.concat(pd.read_json(p, lines=True) for p in sorted((data / name).glob("*.jsonl*")))
+        [folder] = data.glob(f"{name}-*")  # <classifier>-<hash of the settings>
+        frame = pd.concat(pd.read_json(p, lines=True) for p in sorted(folder.glob("*.jsonl*")))
         assert len(frame) == len(DOCS) and frame[column].notna().all()
     return result, data
 

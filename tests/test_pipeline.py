@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import fsspec
@@ -121,10 +122,35 @@ def test_unknown_filter_label_fails_with_the_labels(make_config, docs_dir: Path)
         pipeline.run(make_config(f"dataset.path={docs_dir}", "filter.keep=[Sport]"))
 
 
-def test_default_output_path_is_stable(make_config) -> None:
-    cfg = make_config("classifier=[zero_shot_domain,zero_shot_topic]")
-    cfg.output.path = None
-    assert pipeline.output_path(cfg).endswith("outputs/data/sample/zero_shot_domain+zero_shot_topic")
+def test_default_output_path_is_stable_and_differs_by_what_decides_the_outputs(make_config) -> None:
+    """The same command resumes in its folder; another filter or classifier setting gets its own (run one
+    after another, as the README's commands are, they once met a folder of another configuration)."""
+
+    def default(*overrides: str) -> str:
+        cfg = make_config("classifier=[zero_shot_domain,zero_shot_topic]", *overrides)
+        cfg.output.path = None
+        return pipeline.output_path(cfg)
+
+    plain = default()
+    assert re.search(r"outputs/data/sample/zero_shot_domain\+zero_shot_topic-[0-9a-f]{8}$", plain)
+    assert default() == plain and default("cluster.n_workers=3") == plain  # cluster settings: same outputs
+    others = {default("filter.keep=[Games]"), default("classifier.zero_shot_domain.temperature=0.1")}
+    assert len(others) == 2 and plain not in others
+
+
+def test_commands_run_one_after_another_get_their_own_default_folders_and_resume_there(
+    make_config, docs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def run(*overrides: str) -> dict:
+        cfg = make_config(f"dataset.path={docs_dir}", *overrides)
+        cfg.output.path = None
+        return pipeline.run(cfg)
+
+    first, filtered, again = run(), run("filter.keep=[Sports]"), run()
+    assert first["output_path"] != filtered["output_path"] and again["output_path"] == first["output_path"]
+    assert filtered["filtered"] > 0 and set(again["units"]) == {"skipped"}
 
 
 def test_two_classifiers_share_one_read_and_one_write(make_config, docs_dir: Path, tmp_path: Path) -> None:
