@@ -14,6 +14,7 @@ from curator.cluster.secrets import mask_override
 from curator.report import COUNTS
 
 log = logging.getLogger(__name__)
+FAILED_JOBS = 0  # set by SweepSummary in the launching process: `python run.py -m` then exits non-zero
 
 
 def job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
@@ -91,6 +92,11 @@ class SweepSummary(Callback):
         log.info("Sweep summary: %s", path)
         if not config.get("quiet", False):
             print(table, flush=True)
+        failed = [j for j in json.loads(path.read_text(encoding="utf-8"))["jobs"] if j["status"] != "done"]
+        if failed:  # the sweep ran every job; its exit status says that not all of them finished
+            global FAILED_JOBS
+            FAILED_JOBS = len(failed)
+            log.error("%d of the sweep's job(s) did not finish: see their logs in %s", len(failed), sweep_dir)
 
 
 class QuietSlurmLauncher(Callback):

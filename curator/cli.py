@@ -9,6 +9,7 @@ import sys
 import distributed  # noqa: F401  (imported before Hydra configures logging, so our levels win)
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from curator.config import register_configs, to_config
@@ -31,6 +32,9 @@ def main() -> None:
         app()
     except SystemExit as done:  # Hydra's own composition errors exit 1; every config mistake exits 2
         raise SystemExit(2 if done.code == 1 and not STARTED else done.code) from None
+    sweep = sys.modules.get("curator.callbacks")  # loaded by Hydra for a sweep's SweepSummary
+    if sweep is not None and sweep.FAILED_JOBS:  # not every job finished (each one's error is in its log)
+        raise SystemExit(2)
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIGS}", config_name="config")
@@ -44,7 +48,14 @@ def app(cfg: DictConfig) -> None:
         pipeline.run(to_config(cfg), run_dir=HydraConfig.get().runtime.output_dir)
     except UserError as err:  # the message says what to change; a traceback would only hide it
         log.error("%s", err)
-        sys.exit(2)
+        _failed(2)
     except Exception:  # logged here: Hydra would print the command's overrides, secrets included
         log.exception("The run failed")
-        sys.exit(1)
+        _failed(1)
+
+
+def _failed(status: int) -> None:
+    """Exit with `status`; in a sweep, return instead: the other jobs still run, and the sweep's table
+    shows this one without a summary (the sweep then exits 2)."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -138,6 +139,33 @@ def test_an_unexpected_failure_is_logged_without_echoing_the_overrides(tmp_path:
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "RuntimeError: an unexpected failure" in output, output[-2000:]
     assert "s3cr3tLEAK0123" not in output and "The run failed" in output
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_every_job_when_one_fails_and_exits_2(docs_dir: Path, tmp_path: Path) -> None:
+    """A job's error once ended the whole sweep: the jobs after it never ran and no table was written."""
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "-m",
+            "classifier=domain,zero_shot_topic",  # domain's model is not available offline
+            "cluster=sync",
+            f"dataset.path={docs_dir}",
+            "hydra.sweep.dir=sweep",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=offline,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    jobs = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())["jobs"]
+    assert [(j["job"], j["status"]) for j in jobs] == [(0, "no summary"), (1, "done")]
+    assert jobs[1]["written"] == len(DOCS) and "is not available here" in output and "Traceback" not in output
 
 
 @pytest.mark.slow
