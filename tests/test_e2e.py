@@ -76,19 +76,23 @@ def test_console_script_is_the_same_app(tmp_path: Path) -> None:
 def test_usual_mistakes_exit_2_with_a_message_and_no_traceback(
     override: str, expected: str, docs_dir: Path, tmp_path: Path
 ) -> None:
-    args = [f"dataset.path={docs_dir}", "cluster=sync", override]
-    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
+    returncode, output = run_offline(tmp_path, f"dataset.path={docs_dir}", "cluster=sync", override)
+    assert returncode == 2, output[-2000:]
+    assert expected in output and "Traceback" not in output
+
+
+def run_offline(cwd: Path, *args: str, timeout: int = 120) -> tuple[int, str]:
+    """`python run.py ARGS` with no Hub and an empty model cache: its exit status and its output."""
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(cwd / "empty-hf-home")}
     result = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
-        timeout=120,
+        cwd=cwd,
+        timeout=timeout,
         env=offline,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-2000:]
-    assert expected in output and "Traceback" not in output
+    return result.returncode, result.stdout + result.stderr
 
 
 @pytest.mark.slow
@@ -144,25 +148,16 @@ def test_an_unexpected_failure_is_logged_without_echoing_the_overrides(tmp_path:
 @pytest.mark.slow
 def test_a_sweep_runs_every_job_when_one_fails_and_exits_2(docs_dir: Path, tmp_path: Path) -> None:
     """A job's error once ended the whole sweep: the jobs after it never ran and no table was written."""
-    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "-m",
-            "classifier=domain,zero_shot_topic",  # domain's model is not available offline
-            "cluster=sync",
-            f"dataset.path={docs_dir}",
-            "hydra.sweep.dir=sweep",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    returncode, output = run_offline(
+        tmp_path,
+        "-m",
+        "classifier=domain,zero_shot_topic",  # domain's model is not available offline
+        "cluster=sync",
+        f"dataset.path={docs_dir}",
+        "hydra.sweep.dir=sweep",
         timeout=300,
-        env=offline,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-3000:]
+    assert returncode == 2, output[-3000:]
     jobs = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())["jobs"]
     assert [(j["job"], j["status"]) for j in jobs] == [(0, "no summary"), (1, "done")]
     assert jobs[1]["written"] == len(DOCS) and "is not available here" in output and "Traceback" not in output
