@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from curator.errors import ConfigError
 
 
 @dataclass
@@ -246,6 +249,20 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=composed_config())
 
 
+def unknown_keys(node: DictConfig, path: str = "") -> Iterator[str]:
+    """Dotted keys of a composed config that its dataclass schema does not have (added with `+`); maps
+    (`storage_options`, the classifiers by name) take any key, and their values are checked in turn."""
+    kind = OmegaConf.get_type(node)
+    allowed = {f.name for f in fields(kind)} if is_dataclass(kind) else None
+    for key in node:
+        if allowed is not None and key not in allowed:
+            yield f"{path}{key}"
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            yield from unknown_keys(child, f"{path}{key}.")
+
+
 def to_config(cfg: Any) -> Config:
     """Turn a composed DictConfig into plain dataclasses (code below the entry point never sees Hydra),
     each classifier in its family's own schema (a key of another family is an error here)."""
@@ -253,6 +270,11 @@ def to_config(cfg: Any) -> Config:
         return cfg
     from curator.classifiers.registry import family_config
 
+    if unknown := sorted(unknown_keys(cfg)):
+        raise ConfigError(
+            f"Unknown setting(s): {', '.join(unknown)}. A `+` override adds a key the config has no place "
+            "for, and it would be ignored: check the spelling (`python run.py --cfg job` shows every key)."
+        )
     composed = OmegaConf.to_object(cfg)
     values = {f.name: getattr(composed, f.name) for f in fields(Config)}
     values["classifier"] = {name: family_config(name, c) for name, c in composed.classifier.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -143,6 +144,19 @@ def test_a_misspelt_key_of_a_published_classifier_fails_at_composition() -> None
     with pytest.raises(ConfigCompositionException) as err:
         compose_config(["classifier=domain", "classifier.domain.pred_colum=x"])
     assert "pred_colum" in str(err.value.__cause__ or err.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["+filter.kep=[Games]", "+classifier.domain.temprature=5", "+cluster.n_wrkers=2", "+dataset.paht=x"],
+)
+def test_a_misspelt_key_added_with_plus_is_refused_not_ignored(override: str) -> None:
+    """Hydra suggests `+key=value` for a key it does not know; the run then dropped it without a word."""
+    key = override[1:].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"Unknown setting\(s\): {re.escape(key)}\."):
+        compose_config(["classifier=domain", override])
+    cfg = compose_config(["classifier=domain", "+dataset.storage_options.anon=true"])
+    assert cfg.dataset.storage_options == {"anon": True}  # maps take any key
 
 
 def test_a_key_of_another_family_is_refused_by_name() -> None:
