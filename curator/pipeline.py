@@ -22,7 +22,7 @@ from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifiers, family_class
 from curator.cluster import connect, explain_lost_workers
 from curator.columns import HIDDEN_PREFIX, is_working, unescape
-from curator.config import ClusterConfig, Config
+from curator.config import ClassifierConfig, ClusterConfig, Config
 from curator.errors import ConfigError, UserError
 from curator.execution import run_distributed, run_sync
 from curator.filters import build_filter
@@ -74,7 +74,9 @@ def output_path(cfg: Config) -> str:
 
 # ---- start-up checks ---------------------------------------------------------------------------
 def check_text_fields(
-    files: Sequence[InputFile], classifiers: Sequence[DistributedDataClassifier]
+    files: Sequence[InputFile],
+    classifiers: Sequence[DistributedDataClassifier],
+    configs: dict[str, ClassifierConfig] | None = None,
 ) -> list[list[str]]:
     """Fail before any work when no readable input file has a classifier's text field (first records of each).
 
@@ -94,10 +96,12 @@ def check_text_fields(
             found = (
                 f"columns found in {readable[0][0]}: {readable[0][1]}" if readable else "none could be read"
             )
+            own = [name for name, c in (configs or {}).items() if c.text_field == field]  # set per classifier
+            setting = f"classifier.{own[0]}.text_field" if own else "dataset.text_field"
             raise ConfigError(
                 f"Text field {field!r} is not in any of the {len(files)} input file(s) (first "
                 f"{HEAD_ROWS} records of each); {found}. "
-                "Set dataset.text_field to the column that holds the text."
+                f"Set {setting} to the column that holds the text."
             )
     return [c for c in columns if c is not None]
 
@@ -295,7 +299,7 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     classifiers = build_classifiers(cfg.classifier, cfg.dataset.text_field, cfg.inference)
     flt = build_filter(cfg.filter, classifiers)
     reader = partition_reader(cfg.dataset.backend)  # pandas, or cuDF: fails here without RAPIDS
-    check_columns(cfg, classifiers, check_text_fields(files, classifiers))
+    check_columns(cfg, classifiers, check_text_fields(files, classifiers, cfg.classifier))
     parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
     outputs = output_types(classifiers)
     attributes = cfg.output.content == "attributes"

@@ -110,6 +110,9 @@ def dataset_problems(cfg: DatasetConfig) -> Iterator[str]:
     yield from choice("dataset.format", cfg.format)
     yield from choice("dataset.backend", cfg.backend)
     yield from choice("dataset.invalid_text", cfg.invalid_text)
+    paths = cfg.path if isinstance(cfg.path, list | tuple) else [cfg.path]
+    if not paths or any(not isinstance(x, str) or not x.strip() for x in paths):
+        yield f"dataset.path={_show(cfg.path)}: name a file, folder, glob or @list (empty would read '.')"
     yield from non_empty("dataset.text_field", cfg.text_field)
     yield from non_empty("dataset.id_field", cfg.id_field)
     yield from at_least("dataset.files_per_partition", cfg.files_per_partition, 1)
@@ -221,18 +224,36 @@ def inference_problems(cfg: InferenceConfig) -> Iterator[str]:
     yield from at_least("inference.tokenizer_threads", cfg.tokenizer_threads, 1, optional=True)
 
 
+def cuda_here(device: str) -> Iterator[str]:
+    """inference.device=cuda on a cluster of this machine's processes: this machine needs the GPU
+    (a SLURM or scheduler cluster's workers may have one where the run starts without)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        yield (
+            f"inference.device={device}: this machine has no CUDA GPU that torch can use (torch "
+            f"{torch.__version__}); use inference.device=cpu, or run where the GPU is"
+        )
+
+
 def config_problems(cfg: Config) -> list[str]:
     """Every problem of a composed config, in config order."""
     problems = [*dataset_problems(cfg.dataset), *cluster_problems(cfg.cluster)]
     for name, clf in cfg.classifier.items():
         problems.extend(classifier_problems(name, clf))
     flt = cfg.filter
+    for key in ("min_score", "max_score"):
+        bound = getattr(flt, key)
+        if bound is not None and not (_is_number(bound) and math.isfinite(bound)):
+            problems.append(f"filter.{key}={_show(bound)}: must be a finite number (NaN keeps no row)")
     if flt.min_score is not None and flt.max_score is not None and flt.min_score > flt.max_score:
         problems.append(
             f"filter.min_score={flt.min_score} > filter.max_score={flt.max_score}: no row could pass; "
             "min_score must be <= max_score"
         )
     problems.extend(inference_problems(cfg.inference))
+    if str(cfg.inference.device).startswith("cuda") and cfg.cluster.kind in ("sync", "local"):
+        problems.extend(cuda_here(cfg.inference.device))
     problems.extend(choice("output.format", cfg.output.format))
     problems.extend(choice("output.mode", cfg.output.mode))
     problems.extend(choice("output.content", cfg.output.content))

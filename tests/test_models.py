@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -32,6 +34,33 @@ def test_missing_hub_model_offline_says_what_and_how(monkeypatch: pytest.MonkeyP
     message = str(err.value)
     assert "nvidia/some-model-that-is-not-cached" in message
     assert "local folder" in message and "HF_TOKEN" in message
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        ("RepositoryNotFoundError", "no such repository, or a private or gated one: check the name"),
+        ("GatedRepoError", "it is gated: request access on its Hugging Face page"),
+    ],
+)
+def test_a_hub_refusal_says_whether_the_name_may_be_wrong(
+    error: str, says: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The Hub answers 401 for a mistyped name as for a gated model: that was reported as gated only.
+    (The Hub cannot be reached here: its answer is raised where the download would be.)"""
+    import huggingface_hub
+    import huggingface_hub.errors
+
+    http = importlib.import_module(huggingface_hub.errors.Response.__module__.split(".")[0])  # httpx(2)
+    response = http.Response(401, request=http.Request("GET", "https://huggingface.co/api/models/x"))
+
+    def refused(*args, **kwargs):
+        raise getattr(huggingface_hub.errors, error)("401 Client Error", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refused)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelNotAvailableError, match=re.escape(says)):
+        resolve_model("nvidia/domian-classifier")
 
 
 def test_missing_local_path_is_named() -> None:

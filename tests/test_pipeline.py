@@ -15,6 +15,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from curator import pipeline
+from curator.errors import ConfigError
 from curator.inference import cache
 from tests.conftest import DOCS, compose_config, write_jsonl
 
@@ -151,6 +152,13 @@ def test_commands_run_one_after_another_get_their_own_default_folders_and_resume
     first, filtered, again = run(), run("filter.keep=[Sports]"), run()
     assert first["output_path"] != filtered["output_path"] and again["output_path"] == first["output_path"]
     assert filtered["filtered"] > 0 and set(again["units"]) == {"skipped"}
+
+
+def test_a_missing_text_field_names_the_setting_that_chose_it(make_config, docs_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"Set classifier\.zero_shot_domain\.text_field to the column"):
+        pipeline.run(make_config(f"dataset.path={docs_dir}", "classifier.zero_shot_domain.text_field=body"))
+    with pytest.raises(ConfigError, match=r"Set dataset\.text_field to the column"):
+        pipeline.run(make_config(f"dataset.path={docs_dir}", "dataset.text_field=body"))
 
 
 def test_two_classifiers_share_one_read_and_one_write(make_config, docs_dir: Path, tmp_path: Path) -> None:

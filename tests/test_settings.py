@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dask
 import pytest
+import torch
 from distributed.system import MEMORY_LIMIT
 from transformers import BertModel
 
@@ -70,6 +71,9 @@ BAD = [
     ("output.format=csv", "output.format='csv': choose one of null, 'jsonl', 'parquet'"),
     ("output.mode=append", "output.mode='append': choose one of 'resume', 'overwrite', 'error'"),
     ("filter.min_score=0.9 filter.max_score=0.1", "filter.min_score=0.9 > filter.max_score=0.1"),
+    ("filter.min_score=nan", "filter.min_score=nan: must be a finite number (NaN keeps no row)"),
+    ("filter.max_score=inf", "filter.max_score=inf: must be a finite number"),
+    ("dataset.path=''", "dataset.path='': name a file, folder, glob or @list (empty would read '.')"),
 ]
 
 
@@ -104,6 +108,7 @@ def test_every_problem_is_listed_in_one_error(make_config, docs: Path) -> None:
             "filter.max_score=0.5",
             "inference.token_budget=1",
             "inference.device=cuda:1",
+            "cluster=slurm",  # its workers' GPUs, not this machine's: not checked here
         ],
         ["cluster=local_cuda", "cluster.memory_limit=0", "output.format=parquet", "dataset.format=jsonl"],
         ["cluster=slurm", "cluster.memory_limit=1MB"],  # memory_limit is read only by local kinds
@@ -112,6 +117,16 @@ def test_every_problem_is_listed_in_one_error(make_config, docs: Path) -> None:
 )
 def test_boundary_and_default_values_are_accepted(make_config, overrides: list[str]) -> None:
     assert config_problems(make_config(*overrides)) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a CUDA GPU")
+@pytest.mark.parametrize("cluster", ["sync", "local"])
+def test_cuda_on_a_cluster_of_this_machine_without_a_gpu_stops_before_any_work(
+    make_config, docs: Path, cluster: str
+) -> None:
+    """It once started every unit and failed each with a torch traceback."""
+    message = run_fails(make_config, docs, f"cluster={cluster}", "inference.device=cuda")
+    assert "inference.device=cuda: this machine has no CUDA GPU that torch can use" in message
 
 
 def test_a_working_run_is_not_stopped(make_config, docs: Path, tiny_model: str) -> None:

@@ -75,11 +75,15 @@ def resolve_model(
         _RESOLVED[key] = Path(folder)
         return _RESOLVED[key]
     except Exception as err:  # the hub raises many kinds; all mean the same thing to a user
-        gated = "gated" in type(err).__name__.lower() or "401" in str(err) or "403" in str(err)
+        gated = "gated" in type(err).__name__.lower() or "403" in str(err)
+        unknown = "RepositoryNotFound" in type(err).__name__ or "401" in str(err)  # the Hub answers 401 both
         why = (
             "it is gated: request access on its Hugging Face page, then put a token in HF_TOKEN "
             "(or `hf auth login`)"
             if gated
+            else "no such repository, or a private or gated one: check the name, and for a gated model "
+            "request access and put a token in HF_TOKEN"
+            if unknown
             else f"{type(err).__name__}: {_redact(str(err), token)}"
         )
         raise ModelNotAvailableError(
