@@ -23,12 +23,13 @@ from transformers import (
     RobertaConfig,
 )
 
+from curator import pipeline
 from curator.classifiers.api import classifier_config
 from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifier
 from curator.classifiers.sequence import SequenceClassifier
 from curator.config import InferenceConfig
-from curator.errors import ConfigError
+from curator.errors import ConfigError, UserError
 from curator.inference.engine import RunStats
 from curator.models.limits import (
     position_limit,
@@ -240,3 +241,12 @@ def test_shipped_configs_derive_the_limit_instead_of_typing_it() -> None:
     names = sorted(p.stem for p in folder.glob("*.yaml"))
     assert len(names) >= 13
     assert {name: classifier_config(name).max_length for name in names} == dict.fromkeys(names)
+
+
+def test_max_length_beyond_the_models_positions_fails_with_the_setting_named(
+    make_config, docs_dir: Path
+) -> None:
+    """Every document longer than the model's 512 positions was quarantined with an IndexError."""
+    cfg = make_config(f"dataset.path={docs_dir}", "classifier.zero_shot_domain.max_length=1024")
+    with pytest.raises(UserError, match=r"domain\.max_length=1024 is more than the 512 token positions"):
+        pipeline.run(cfg)

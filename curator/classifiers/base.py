@@ -35,7 +35,7 @@ from curator.inference.simulated import refuse_generation as refuse_simulated
 from curator.inference.tokens import tokenize_windows
 from curator.models.fast_deberta import attention_kind, set_native_attention
 from curator.models.hub import resolve_model
-from curator.models.limits import reference_max_length
+from curator.models.limits import absolute_position_limit, reference_max_length
 
 # Rows the reader marked as bad carry their reason in ERROR_COLUMN; they are never classified.
 # Per-classifier timing and token counts of a partition travel in DataFrame.attrs[STATS_ATTR].
@@ -178,6 +178,14 @@ class DistributedDataClassifier:
     def token_limit(self, tokenizer: Any) -> int:
         """Tokens per document the model reads: `max_length` if set, else the reference's (derived once)."""
         if self.max_length:
+            if self._reference_length is None:  # checked once: more tokens than positions fail every long row
+                positions = absolute_position_limit(self.model_config())
+                if positions is not None and self.max_length > positions:
+                    raise ConfigError(
+                        f"classifier.{self.name}.max_length={self.max_length} is more than the {positions} "
+                        f"token positions its model has: set {positions} or less, or null for its own limit"
+                    )
+                self._reference_length = self.max_length
             return self.max_length
         if self._reference_length is None:
             self._reference_length = self.reference_length(tokenizer)

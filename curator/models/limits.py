@@ -40,6 +40,21 @@ def position_limit(config: Any) -> int | None:
     return positions
 
 
+# Encoders whose position embeddings are a table of absolute positions: a longer input has no row to read
+# (DeBERTa's relative positions, and rotary LLMs, read past max_position_embeddings)
+ABSOLUTE_POSITIONS = frozenset(
+    {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert", "mpnet", "albert"}
+)
+
+
+def absolute_position_limit(config: Any) -> int | None:
+    """The most tokens an encoder with absolute position embeddings can read at all; None for others."""
+    absolute = getattr(config, "position_embedding_type", "absolute") == "absolute"
+    if getattr(config, "model_type", None) not in ABSOLUTE_POSITIONS or not absolute:
+        return None
+    return position_limit(config)
+
+
 def reference_max_length(tokenizer: Any, config: Any, source: str = "the model") -> int:
     """CrossFit's rule: the tokenizer's `model_max_length`, else the backbone's position limit."""
     limit = tokenizer_limit(tokenizer) or position_limit(config)
