@@ -244,8 +244,9 @@ def config_problems(cfg: Config) -> list[str]:
     flt = cfg.filter
     for key in ("min_score", "max_score"):
         bound = getattr(flt, key)
-        if bound is not None and not (_is_number(bound) and math.isfinite(bound)):
-            problems.append(f"filter.{key}={_show(bound)}: must be a finite number (NaN keeps no row)")
+        if bound is not None and not _is_number(bound):
+            why = " (NaN keeps no row)" if isinstance(bound, float) and math.isnan(bound) else ""
+            problems.append(f"filter.{key}={_show(bound)}: must be a finite number{why}")
     if flt.min_score is not None and flt.max_score is not None and flt.min_score > flt.max_score:
         problems.append(
             f"filter.min_score={flt.min_score} > filter.max_score={flt.max_score}: no row could pass; "
