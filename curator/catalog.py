@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-dir", action="append", default=[], help="also your own conf folder(s)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    missing = [d for d in args.config_dir if not Path(d).is_dir()]
+    if missing:  # as `run.py --config-dir` refuses one
+        parser.exit(2, f"--config-dir {missing[0]!r} is not a folder\n")
     files = config_files(args.config_dir)
     unknown = [n for n in args.names if n not in files]
     if unknown:

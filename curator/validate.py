@@ -173,6 +173,12 @@ def cluster_problems(cfg: ClusterConfig) -> Iterator[str]:
     yield from at_least("cluster.n_workers", cfg.n_workers, 1, optional=True, what=" (null: from the cores)")
     yield from at_least("cluster.threads_per_worker", cfg.threads_per_worker, 1)
     yield from at_least("cluster.torch_threads", cfg.torch_threads, 1, optional=True)
+    cores = available_cores()
+    if cfg.kind in ("sync", "local") and _is_int(cfg.torch_threads) and cfg.torch_threads > cores:
+        yield (
+            f"cluster.torch_threads={cfg.torch_threads}: more than this machine's {cores} core(s), where "
+            f"threads past them only wait for each other; at most {cores} (null: from the cores)"
+        )
     yield from at_least("cluster.jobs", cfg.jobs, 1)
     yield from at_least("cluster.cores", cfg.cores, 1, optional=True)
     yield from at_least("cluster.gpus", cfg.gpus, 0)
@@ -184,7 +190,7 @@ def cluster_problems(cfg: ClusterConfig) -> Iterator[str]:
         workers = 1
         sizes = (cfg.n_workers, cfg.torch_threads)
         if cfg.kind == "local" and all(n is None or (_is_int(n) and n >= 1) for n in sizes):
-            workers = plan_workers(available_cores(), cfg.n_workers, cfg.torch_threads)[0]
+            workers = plan_workers(cores, cfg.n_workers, cfg.torch_threads)[0]
         elif cfg.kind == "local_cuda" and cfg.cuda_visible_devices:
             workers = len(cfg.cuda_visible_devices)
         yield from memory_problems(cfg, workers)

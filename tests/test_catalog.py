@@ -42,3 +42,12 @@ def test_unknown_name_lists_the_available_ones(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as stop:
         main(["domian"])
     assert stop.value.code == 2 and "domain" in capsys.readouterr().err
+
+
+def test_a_config_dir_that_is_not_a_folder_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """It was ignored: the listing then lacked the user's classifiers without a word."""
+    with pytest.raises(SystemExit) as done:
+        main(["--config-dir", str(tmp_path / "no-such-conf")])
+    assert done.value.code == 2 and "is not a folder" in capsys.readouterr().err
