@@ -61,14 +61,15 @@ def mix_source(cfg: Config) -> str | None:
     return absolute(str(cfg.mix.attributes))
 
 
-def output_path(cfg: Config) -> str:
+def output_path(cfg: Config, settings: dict[str, Any] | None = None) -> str:
     """The data folder: configured, or derived from dataset + classifiers + a short hash of the settings
     that decide the outputs (no timestamp: the same command resumes; another filter, dtype or classifier
-    setting gets its own folder, so commands run one after another, and sweep jobs, never collide)."""
+    setting gets its own folder, so commands run one after another, and sweep jobs, never collide).
+    `settings`: the run's `run_settings`, when the caller has them already."""
     if cfg.output.path:
         return absolute(str(cfg.output.path))
     name = "+".join(cfg.classifier) + ("-mixed" if cfg.task == "mix" else "")
-    name += "-" + fingerprint(run_settings(cfg))[:8]
+    name += "-" + fingerprint(run_settings(cfg) if settings is None else settings)[:8]
     return os.path.abspath(os.path.join("outputs", "data", cfg.dataset.name, name))
 
 
@@ -290,7 +291,8 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         from curator.training import evaluate, train
 
         return (train.run_train if cfg.task == "train" else evaluate.run_evaluate)(cfg, run_dir)
-    root = output_path(cfg)
+    settings = run_settings(cfg)  # once: the default output folder and the manifest both hash it
+    root = output_path(cfg, settings)
     options, out_options = cfg.dataset.storage_options, cfg.output.storage_options  # never logged
     entries = expand_entries(cfg.dataset.path, options)
     check_overlap(entries, [], root, options, out_options)  # before listing: the output must not be listed
@@ -341,10 +343,10 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         attributes=mix_source(cfg),
     )
     with own_output(root, out_options):  # marker + lock: a second run on this folder stops here
-        manifest = open_manifest(root, run_settings(cfg), cfg.output.mode, out_options)
+        manifest = open_manifest(root, settings, cfg.output.mode, out_options)
         schema = settle_schema(manifest.fs, manifest.root, schema, resuming=bool(manifest.entries))
         work = dataclasses.replace(work, target=dataclasses.replace(target, schema=schema))
-        return _process(cfg, run_dir, started, (files, parts), manifest, work)
+        return _process(cfg, run_dir, started, (files, parts), manifest, work, root)
 
 
 def _process(
@@ -354,9 +356,10 @@ def _process(
     inputs: tuple[list[InputFile], list[Part]],
     manifest: Manifest,
     work: Work,
+    root: str,
 ) -> dict[str, Any]:
-    """Run the tasks the manifest does not list yet (holding the output folder), record each, report."""
-    (files, parts), root = inputs, output_path(cfg)
+    """Run the tasks the manifest does not list yet (holding the output folder root), record each, report."""
+    files, parts = inputs
     todo, done = _prepare(cfg, manifest, parts)
     log.info(
         "%d input file(s), %d unit(s): %d done before, %d task(s) to run → %s",
@@ -387,7 +390,7 @@ def _process(
             progress.close()
     # the workers are gone now: a file a lost worker (a cancelled SLURM job) was writing is not finished
     remove_temporaries(manifest.fs, manifest.root)
-    return _finish(cfg, run_dir, started, manifest, parts, done, results, examples)
+    return _finish(cfg, run_dir, started, manifest, parts, done, results, examples, root)
 
 
 def task_threads(cfg: Config) -> ClusterConfig:
@@ -429,10 +432,11 @@ def _finish(
     done: dict[str, Any],
     results: dict[str, dict[str, Any]],
     examples: dict[str, Any],
+    root: str,
 ) -> dict[str, Any]:
     """The summary (every unit, in input order), saved beside the outputs and in the run directory."""
     stats = [results[p.name] if p.name in results else _skipped(done[p.name]) for p in parts]
-    summary = summarise(stats, time.perf_counter() - started, output_path(cfg))
+    summary = summarise(stats, time.perf_counter() - started, root)
     summary["examples"] = examples  # merged as units finished (skipped units carry none)
     summary["fingerprint"] = manifest.header["fingerprint"]
     summary["units"] = dict(Counter(s["status"] for s in stats))
