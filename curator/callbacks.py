@@ -59,8 +59,9 @@ def format_table(jobs: list[dict[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def write_sweep_summary(sweep_dir: Path, filename: str = "sweep_summary.json") -> tuple[Path, str]:
-    """Write the sweep's job list as JSON next to Hydra's multirun.yaml; return it and the table."""
+def write_sweep_summary(sweep_dir: Path, filename: str = "sweep_summary.json") -> tuple[Path, str, int]:
+    """Write the sweep's job list as JSON next to Hydra's multirun.yaml; return it, the table and how
+    many jobs did not finish."""
     jobs = collect_jobs(sweep_dir)
     done = sum(j["status"] == "done" for j in jobs)
     totals = {key: sum(j.get(key) or 0 for j in jobs) for key in COUNTS}
@@ -74,7 +75,7 @@ def write_sweep_summary(sweep_dir: Path, filename: str = "sweep_summary.json") -
     }
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
     title = f"Sweep: {done}/{len(jobs)} job(s) done in {sweep_dir}; list in {path.name}"
-    return path, title + "\n" + format_table(jobs)
+    return path, title + "\n" + format_table(jobs), len(jobs) - done
 
 
 class SweepSummary(Callback):
@@ -88,15 +89,14 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         if not sweep_dir.is_dir():
             return
-        path, table = write_sweep_summary(sweep_dir, self.filename)
+        path, table, failed = write_sweep_summary(sweep_dir, self.filename)
         log.info("Sweep summary: %s", path)
         if not config.get("quiet", False):
             print(table, flush=True)
-        failed = [j for j in json.loads(path.read_text(encoding="utf-8"))["jobs"] if j["status"] != "done"]
         if failed:  # the sweep ran every job; its exit status says that not all of them finished
             global FAILED_JOBS
-            FAILED_JOBS = len(failed)
-            log.error("%d of the sweep's job(s) did not finish: see their logs in %s", len(failed), sweep_dir)
+            FAILED_JOBS = failed
+            log.error("%d of the sweep's job(s) did not finish: see their logs in %s", failed, sweep_dir)
 
 
 class QuietSlurmLauncher(Callback):
