@@ -236,6 +236,13 @@ class FastDebertaLayer(FastLayer):
         query_table = self.pos_query[:, index] if "p2c" in self.terms else None
         return key_table, query_table
 
+    def kernel_tables(self, index: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """`position_tables` transposed, [heads, d, 2n - 1], as the compiled kernel reads them: its position
+        products are then plain matmuls, which BLAS runs faster than ones with a transposed operand."""
+        key_table = self.pos_key.transpose(1, 2)[..., index.flip(0)] if "c2p" in self.terms else None
+        query_table = self.pos_query.transpose(1, 2)[..., index] if "p2c" in self.terms else None
+        return key_table, query_table
+
     def kernel(self, q: torch.Tensor, first_only: bool, index: torch.Tensor | None) -> Callable | None:
         """The compiled attention where it applies: every query, float32 on CPU, position terms on."""
         applies = self.native and not first_only and self.relative and index is not None and bool(self.terms)
@@ -279,7 +286,7 @@ class FastDebertaLayer(FastLayer):
         """`padded`: the key columns where some row is padding (only they are masked in the bias)."""
         q, k, v, x = self.project(x, first_only)
         if (kernel := self.kernel(q, first_only, index)) is not None:
-            key_table, query_table = self.position_tables(index)
+            key_table, query_table = self.kernel_tables(index)
             attended = kernel(q, k, v, key_table, query_table, keep, self.scale)  # [rows, n, heads, d]
             return self.finish(attended.transpose(1, 2), x)
         bias = self.bias(q, k, index) if self.relative and index is not None else None

@@ -98,19 +98,21 @@ void gemm(int m, int n, int k, float alpha, const float* A, int lda, const float
   sgemm_(&ta, &tb, &n, &m, &k, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
 
-// One block's position product: P[b x w] = x[s, s + b) . table[n - s - b, 2n - 1 - s)^T, the w = n + b - 1
-// relative distances rows s..s+b-1 meet (x: queries for c2p, keys for p2c; rows ldx apart). Returns w.
-int64_t block_product(const float* x, int ldx, const float* table, int64_t n, int64_t s, int64_t b, int d,
+// One block's position product: P[b x w] = x[s, s + b) . table^T[:, n - s - b, 2n - 1 - s), the w = n + b - 1
+// relative distances rows s..s+b-1 meet (x: queries for c2p, keys for p2c; rows ldx apart; table^T: the
+// table transposed, [d, 2n - 1], so the product is a plain one: BLAS runs B^T operands ~1.3x slower at these
+// sizes). Returns w.
+int64_t block_product(const float* x, int ldx, const float* table_t, int64_t n, int64_t s, int64_t b, int d,
                       float* P) {
   const int64_t w = n + b - 1;
-  gemm(static_cast<int>(b), static_cast<int>(w), d, 1.0f, x + s * ldx, ldx, table + (n - s - b) * d, d, true,
-       0.0f, P, static_cast<int>(w));
+  gemm(static_cast<int>(b), static_cast<int>(w), d, 1.0f, x + s * ldx, ldx, table_t + (n - s - b),
+       static_cast<int>(2 * n - 1), false, 0.0f, P, static_cast<int>(w));
   return w;
 }
 
 // q, k, v: [rows, heads, n, d] (head dim contiguous); key_table (c2p) and query_table (p2c):
-// [heads, 2n - 1, d], pre-scaled, column m for relative distance (i - j) = n - 1 - m (key table) and
-// m - (n - 1) (query table), as curator/models/fast_deberta.py lays them out; keep: [rows, n] key mask.
+// [heads, d, 2n - 1] (transposed), pre-scaled, column m for relative distance (i - j) = n - 1 - m (key table)
+// and m - (n - 1) (query table), as curator/models/fast_deberta.py lays them out; keep: [rows, n] key mask.
 at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const c10::optional<at::Tensor>& key_table,
                              const c10::optional<at::Tensor>& query_table, const at::Tensor& keep,
@@ -126,15 +128,15 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
   auto usable = [](const at::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); };
   const at::Tensor qc = usable(q), kc = usable(k), vc = usable(v);
   const bool c2p = key_table.has_value(), p2c = query_table.has_value();
-  const std::vector<int64_t> table_shape{H, 2 * n - 1, d};
+  const std::vector<int64_t> table_shape{H, d, 2 * n - 1};
   at::Tensor tk, tq;
   if (c2p) {
     tk = key_table->to(at::kFloat).contiguous();
-    TORCH_CHECK(tk.sizes() == at::IntArrayRef(table_shape), "key_table must be [heads, 2n - 1, d]");
+    TORCH_CHECK(tk.sizes() == at::IntArrayRef(table_shape), "key_table must be [heads, d, 2n - 1]");
   }
   if (p2c) {
     tq = query_table->to(at::kFloat).contiguous();
-    TORCH_CHECK(tq.sizes() == at::IntArrayRef(table_shape), "query_table must be [heads, 2n - 1, d]");
+    TORCH_CHECK(tq.sizes() == at::IntArrayRef(table_shape), "query_table must be [heads, d, 2n - 1]");
   }
   const at::Tensor mask = keep.to(at::kBool).reshape({R, n}).contiguous();
   const bool* kept = mask.data_ptr<bool>();
@@ -159,7 +161,7 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
       const float* vh = V + r * vc.stride(0) + h * vc.stride(1);
       // c2p[i, j] = q_i . key_table[n - 1 - i + j]: row ii of a block's product read from column b-1-ii
       if (c2p) {
-        const float* table = TK + h * (2 * n - 1) * d;
+        const float* table = TK + h * d * (2 * n - 1);
         for (int64_t s = 0; s < n; s += BLOCK) {
           const int64_t b = std::min(n, s + BLOCK) - s, w = block_product(qh, ldq, table, n, s, b, D, P);
           for (int64_t ii = 0; ii < b; ++ii) std::memcpy(S + (s + ii) * n, P + ii * w + (b - 1 - ii), n * sizeof(float));
@@ -169,7 +171,7 @@ at::Tensor deberta_attention(const at::Tensor& q, const at::Tensor& k, const at:
       }
       // p2c[i, j] = k_j . query_table[n - 1 + i - j]: by blocks of keys, added into columns by tiles
       if (p2c) {
-        const float* table = TQ + h * (2 * n - 1) * d;
+        const float* table = TQ + h * d * (2 * n - 1);
         for (int64_t s = 0; s < n; s += BLOCK) {
           const int64_t b = std::min(n, s + BLOCK) - s, w = block_product(kh, ldk, table, n, s, b, D, P);
           for (int64_t i0 = 0; i0 < n; i0 += TILE) {
