@@ -21,7 +21,7 @@ from typing import Any
 from curator.classifiers.base import DistributedDataClassifier
 from curator.classifiers.registry import build_classifiers, family_class
 from curator.cluster import connect, explain_lost_workers
-from curator.columns import HIDDEN_PREFIX, is_working, unescape
+from curator.columns import ERROR_COLUMN, HIDDEN_PREFIX, LINE_COLUMN, is_working, unescape
 from curator.config import ClassifierConfig, ClusterConfig, Config
 from curator.errors import ConfigError, UserError
 from curator.execution import run_distributed, run_sync
@@ -86,10 +86,11 @@ def check_text_fields(
     heads that were read (for the output-column check).
     """
     columns: list[list[str] | None] = []
+    unusable: dict[str, str] = {}  # file → why none of its first records is usable (all quarantined)
     for field in dict.fromkeys(clf.text_field for clf in classifiers):
         for i, file in enumerate(files):
             if i == len(columns):  # read each file's head at most once, and only as far as needed
-                columns.append(_head_columns(file))
+                columns.append(_head_columns(file, unusable))
             if field in (columns[i] or []):
                 break
         else:
@@ -97,12 +98,15 @@ def check_text_fields(
             found = (
                 f"columns found in {readable[0][0]}: {readable[0][1]}" if readable else "none could be read"
             )
+            bad = bool(readable) and readable[0][0] in unusable
+            if bad:
+                found = f"no record of {readable[0][0]} is usable ({unusable[readable[0][0]]})"
             own = [name for name, c in (configs or {}).items() if c.text_field == field]  # set per classifier
             setting = f"classifier.{own[0]}.text_field" if own else "dataset.text_field"
             raise ConfigError(
                 f"Text field {field!r} is not in any of the {len(files)} input file(s) (first "
                 f"{HEAD_ROWS} records of each); {found}. "
-                f"Set {setting} to the column that holds the text."
+                + ("Fix or remove that file." if bad else f"Set {setting} to the column that holds the text.")
             )
     return [c for c in columns if c is not None]
 
@@ -137,8 +141,9 @@ def check_columns(
         )
 
 
-def _head_columns(file: InputFile) -> list[str] | None:
-    """The columns of a file's first records, or None (with a warning) when they cannot be read."""
+def _head_columns(file: InputFile, unusable: dict[str, str] | None = None) -> list[str] | None:
+    """The columns of a file's first records, or None (with a warning) when they cannot be read; a head
+    of bad records only (each would be quarantined) puts the first one's reason in `unusable`."""
     try:
         head = read_file(file, None, None, limit=HEAD_ROWS)
     except Exception as err:  # zlib.error, EOFError, ArrowInvalid, ZstdError...: any unreadable head
@@ -149,6 +154,10 @@ def _head_columns(file: InputFile) -> list[str] | None:
             err,
         )
         return None
+    if unusable is not None and len(head) and head[ERROR_COLUMN].notna().all():
+        where = "line" if file.format == "jsonl" else "row"
+        unusable[file.path] = f"{where} {head[LINE_COLUMN].iloc[0]}: {head[ERROR_COLUMN].iloc[0]}"
+        log.warning("No record among the first of %s is usable (%s)", file.path, unusable[file.path])
     return [unescape(str(c)) for c in head.columns if not is_working(c)]
 
 

@@ -120,6 +120,42 @@ def test_a_line_of_vertical_tabs_or_form_feeds_is_a_record_not_a_blank_line(
     assert [(e["line"], e["raw"]) for e in entries] == [(2, "\x0b"), (4, "\x0c\x0c")]
 
 
+def test_a_file_with_bare_cr_line_endings_says_so_at_start_up_and_in_its_quarantine_record(
+    make_config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records split by a carriage return alone (old Mac text) are one JSONL line: the start-up check said
+    the text field was missing and listed no columns, and the quarantine said only "Extra data"."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "mac.jsonl").write_bytes(
+        b"\r".join(json.dumps({"text": t}).encode() for t in TEXTS[:3]) + b"\r"
+    )
+    with pytest.raises(
+        ConfigError, match=r"no record of .*mac\.jsonl is usable \(line 1: invalid JSON"
+    ) as err:
+        pipeline.run(make_config(f"dataset.path={folder}"))
+    assert "carriage return alone" in str(err.value) and "Fix or remove that file" in str(err.value)
+    assert "Set dataset.text_field" not in str(err.value)
+    write_jsonl(folder / "ok.jsonl", [{"text": TEXTS[3]}])
+    summary = pipeline.run(make_config(f"dataset.path={folder}"))
+    adds_up(summary)
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (2, 1, 1)
+    [entry] = quarantine(tmp_path / "out", "mac")
+    assert (
+        "carriage return alone" in entry["reason"] and entry["raw"].count("\r") == 2
+    )  # the last one ends the line
+    assert any("mac.jsonl is usable" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_valid_record_holding_a_bare_cr_as_whitespace_is_read(make_config, tmp_path: Path) -> None:
+    """A carriage return is JSON whitespace: inside one record it is no line break and no problem."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b'{"id": "x",\r"text": ' + json.dumps(TEXTS[0]).encode() + b"}\n")
+    summary = pipeline.run(make_config(f"dataset.path={folder}"))
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (1, 1, 0)
+
+
 def _nested(depth: int, kind: str) -> object:
     value: object = "leaf"
     for _ in range(depth):

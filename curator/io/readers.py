@@ -37,6 +37,10 @@ __all__ = ["HIDDEN_PREFIX", "LINES_ATTR", "LINE_COLUMN", "RAW_COLUMN", "read_fil
 
 INVALID_TEXT = ("quarantine", "replace")  # dataset.invalid_text
 BOM = b"\xef\xbb\xbf"
+BARE_CR_HINT = (
+    " (records separated by a carriage return alone, as in old Mac text files: JSONL separates them with a"
+    " newline; convert the file, e.g. tr '\\r' '\\n')"
+)
 JSON_WHITESPACE = b" \t\r\n"  # a line of only these is blank; any other byte makes a record
 # Deeper records are quarantined: Parquet cannot hold about 50 nested lists (the file is written, then
 # cannot be read), and encoding JSON recurses once per level
@@ -113,7 +117,7 @@ def parse_line(
     try:  # the float hook costs one call per float (cheaper than scanning every line for 1E400)
         record = _DECODER.decode(line)
     except json.JSONDecodeError as err:
-        return None, f"invalid JSON: {err}", repaired
+        return None, f"invalid JSON: {err}{BARE_CR_HINT if _bare_cr(line, err) else ''}", repaired
     except _NonFinite as err:
         return None, f"unrepresentable number: {err}", repaired
     except RecursionError:
@@ -131,6 +135,11 @@ def parse_line(
             where = f"in field {field!r} at code point {offset}"
             return None, f"invalid Unicode: lone surrogate U+{ord(char):04X} {where}", repaired
     return record, None, repaired
+
+
+def _bare_cr(line: str, err: json.JSONDecodeError) -> bool:
+    """Whether a line failed because it holds several JSON values split by carriage returns alone."""
+    return err.msg == "Extra data" and "\r" in line[: err.pos]
 
 
 def nesting(value: Any) -> int:
