@@ -38,6 +38,21 @@ def test_user_configs_and_readable_text(capsys: pytest.CaptureFixture[str], tmp_
     assert "fineweb-mixtral-edu-score-label" in text and "high_quality, low_quality" in text
 
 
+def test_aegis_lists_its_unsafe_probability_as_written_only_with_score_unsafe(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The shipped config names score_column, but the column is written only with score_unsafe=true: the
+    listing showed it as always written."""
+    entries = {e["name"]: e for e in listing(capsys)}
+    assert entries["aegis"]["columns"][:2] == ["aegis_pred", "aegis_unsafe_prob (with score_unsafe=true)"]
+    (tmp_path / "classifier").mkdir()
+    (tmp_path / "classifier" / "guard.yaml").write_text(
+        "family: llm_guard\nmodel: m\npred_column: guard_pred\nscore_unsafe: true\nscore_column: p_unsafe\n"
+    )
+    (entry,) = listing(capsys, "guard", "--config-dir", str(tmp_path))
+    assert entry["columns"][:2] == ["guard_pred", "p_unsafe"]
+
+
 def test_unknown_name_lists_the_available_ones(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["domian"])

@@ -88,7 +88,9 @@ class AegisClassifier(LlamaGuardClassifier):
     def config_columns(cls, cfg: AegisConfig) -> list[str]:
         raw = cfg.raw_pred_column
         note = "" if cfg.keep_raw_pred else " (with keep_raw_pred=true)"
-        return [*super().config_columns(cfg), *([raw + note] if raw else [])]
+        score = cfg.score_column or SCORE_COLUMN  # written only with score_unsafe, as __init__ decides
+        scored = [score + ("" if cfg.score_unsafe else " (with score_unsafe=true)")]
+        return [cfg.pred_column, *scored, *([raw + note] if raw else [])]
 
     @classmethod
     def config_labels(cls, cfg: AegisConfig) -> tuple[list[str], str] | None:
