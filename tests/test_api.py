@@ -16,6 +16,7 @@ from curator.classifiers import DistributedDataClassifier, FineWebEduClassifier,
 from curator.datasets import DocumentDataset
 from curator.errors import ConfigError
 from curator.models.encoder import load_tokenizer
+from curator.models.hub import ModelNotAvailableError, resolve_model
 from curator.utils.file_utils import get_all_files_paths_under
 from tests.conftest import FINEWEB_TEXTS, reference_scores, write_jsonl
 
@@ -214,7 +215,9 @@ def test_a_string_filter_by_is_one_label_not_its_characters(client, books: Path,
         ({"autocast": "no"}, TypeError, "autocast='no': must be bool"),
         ({"pred_column": ""}, ValueError, "pred_column='': must be a non-empty string"),
         ({"prob_column": 7}, TypeError, "prob_column=7: must be str or None"),
-        ({"token": b"hf_SECRET0123456789"}, TypeError, "token=a bytes: must be str or None"),  # not its value
+        ({"token": b"hf_SECRET0123456789"}, TypeError, "token=a bytes: must be str, bool or None"),
+        ({"token": 1}, TypeError, "token=a int: must be str, bool or None"),
+        ({"max_mem_gb": True}, TypeError, "max_mem_gb=True: must be a number or None"),
         ({"batch_size": "8"}, TypeError, "batch_size='8': must be int or None"),
         ({"batch_size": True}, TypeError, "batch_size=True: must be int or None"),
         ({"batch_size": 0}, ValueError, "FineWebMixtralEduClassifier.batch_size=0: must be an integer >= 1"),
@@ -229,6 +232,15 @@ def test_wrong_arguments_fail_at_construction_with_the_argument_named(
     with pytest.raises(error) as err:
         FineWebMixtralEduClassifier(model=str(tiny_fineweb), **kwargs)
     assert message in str(err.value)
+
+
+def test_token_true_or_false_is_accepted_as_nemo_accepts_it(tiny_fineweb: Path) -> None:
+    """NeMo's `token`: a string, or True (the saved token, as None) / False (none); a bool was refused."""
+    for token in (True, False):
+        clf = FineWebEduClassifier(model=str(tiny_fineweb), token=token)
+        assert clf.classifier._token is token
+    with pytest.raises(ModelNotAvailableError, match="not available here"):  # a TypeError in its message
+        resolve_model("curator-tests/no-such-model", token=True)  # once redaction met a bool
 
 
 def test_nemo_s_accepted_argument_values_still_work(tiny_fineweb: Path) -> None:

@@ -54,6 +54,14 @@ def _labels(filter_by: Any) -> list[str] | None:
     return list(labels)
 
 
+WANTED = {str | bool: "str, bool"}  # how a union of accepted types is named in a TypeError
+
+
+def _types(kind: Any) -> tuple[type, ...]:
+    """The classes `kind` (a class or a union of them) accepts."""
+    return tuple(getattr(kind, "__args__", (kind,)))
+
+
 def check_arguments(
     batch_size: Any,
     text_field: Any,
@@ -74,14 +82,14 @@ def check_arguments(
         "max_chars": (max_chars, int, True),
         "max_mem_gb": (max_mem_gb, int | float, True),
         "autocast": (autocast, bool, False),
-        "token": (token, str, True),
+        "token": (token, str | bool, True),  # NeMo's: a token, or True/False (use the saved one or none)
     }
     for name, (value, kind, optional) in kinds.items():
-        wrong_bool = isinstance(value, bool) and kind is not bool  # True is an int to Python, not here
+        wrong_bool = isinstance(value, bool) and bool not in _types(kind)  # True is an int to Python
         if (value is None and not optional) or (
             value is not None and (wrong_bool or not isinstance(value, kind))
         ):
-            wanted = getattr(kind, "__name__", "a number")
+            wanted = getattr(kind, "__name__", None) or WANTED.get(kind, "a number")
             shown = f"a {type(value).__name__}" if name == "token" else repr(value)  # never the secret
             raise SettingTypeError(f"{name}={shown}: must be {wanted}{' or None' if optional else ''}")
     if device_type not in DEVICE_TYPES:
@@ -119,7 +127,7 @@ class PublishedClassifier:
         autocast: bool = True,
         max_mem_gb: float | None = None,
         model: str | None = None,
-        token: str | None = None,
+        token: str | bool | None = None,
         **extra: Any,
     ) -> None:
         check_arguments(

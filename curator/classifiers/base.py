@@ -74,7 +74,7 @@ class DistributedDataClassifier:
         max_length: int | None = None,
         batch_size: int = 256,
         inference: InferenceConfig | None = None,
-        token: str | None = None,
+        token: str | bool | None = None,
         filter_by: list[str] | None = None,
     ) -> None:
         self.name = name

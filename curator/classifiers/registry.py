@@ -173,7 +173,7 @@ def build_classifier(
     cfg: ClassifierConfig,
     text_field: str,
     inference: InferenceConfig,
-    token: str | None = None,
+    token: str | bool | None = None,
 ) -> DistributedDataClassifier:
     """Build one classifier from its config; unknown families fail with the list of known ones.
 

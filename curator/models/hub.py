@@ -20,9 +20,9 @@ PICKLE_PATTERNS = ("*.bin", "*.pth")
 _RESOLVED: dict[tuple[str, str | None, bool], Path] = {}
 
 
-def _redact(text: str, token: str | None) -> str:
+def _redact(text: str, token: str | bool | None) -> str:
     """Never echo a token back, whatever an exception's text contains."""
-    return text.replace(token, "***") if token else text
+    return text.replace(token, "***") if isinstance(token, str) and token else text
 
 
 class ModelNotAvailableError(UserError, RuntimeError):
@@ -42,11 +42,12 @@ def _embedded_path(model: str) -> Path | None:
 
 
 def resolve_model(
-    model: str, revision: str | None = None, token: str | None = None, allow_pickle: bool = False
+    model: str, revision: str | None = None, token: str | bool | None = None, allow_pickle: bool = False
 ) -> Path:
     """A local path as is; an embedded model from its package; else the Hugging Face cache (or hub).
 
-    `token` defaults to HF_TOKEN / the login token file (huggingface_hub's own lookup); it is never logged.
+    `token` defaults to HF_TOKEN / the login token file (huggingface_hub's own lookup), as True does;
+    False sends none. It is never logged.
     """
     path = Path(model).expanduser()
     if path.exists():
