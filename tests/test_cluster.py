@@ -240,6 +240,28 @@ def test_an_error_mid_run_closes_the_cluster_and_its_workers() -> None:
     assert not any(alive(pid) for pid in pids)
 
 
+def frozen_after_teardown(dask_worker) -> int:
+    """This worker's QuickExit teardown, run where the worker lives: how many objects it froze."""
+    import gc
+
+    dask_worker.plugins["curator-quick-exit"].teardown(dask_worker)
+    return gc.get_freeze_count()
+
+
+@pytest.mark.slow
+def test_a_worker_process_skips_its_last_collection_and_a_threads_worker_leaves_the_client_alone() -> None:
+    """A worker process with torch loaded spent ~0.5 s in its final garbage collection, and the run's close
+    waited for it. Freezing is for processes that end with their worker: never the client's own."""
+    with connect(ClusterConfig(kind="local", n_workers=1, torch_threads=1)) as client:
+        (frozen,) = client.run(frozen_after_teardown).values()
+        assert frozen > 0  # a nanny's worker process: the objects it holds are left to the OS
+    import gc
+
+    with connect(ClusterConfig(kind="local", n_workers=1, torch_threads=1, processes=False)) as client:
+        (frozen,) = client.run(frozen_after_teardown).values()
+    assert frozen == gc.get_freeze_count() == 0  # this process goes on collecting
+
+
 class Records(logging.Handler):
     """The records that reach distributed.worker's handlers (after its filters)."""
 

@@ -33,6 +33,7 @@ from curator.cluster.secrets import SECRET_NAME, check_no_secrets, is_secret
 from curator.cluster.slurm import new_slurm_cluster, slurm_job_script, slurm_kwargs, start_slurm
 from curator.cluster.workers import (
     HF_SETTINGS,
+    QuickExit,
     QuietClose,
     TorchThreads,
     reuse_freed_memory,
@@ -116,6 +117,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client | None]:
     with cluster, Client(cluster) as client:
         client.register_plugin(TorchThreads(threads))
         client.register_plugin(QuietClose())
+        client.register_plugin(QuickExit())
         log.info("Dask dashboard: %s", dashboard(client))
         # SLURM worker jobs end (walltime, preemption, scancel): keep cluster.jobs of them submitted
         with keep_jobs(cluster, client, cfg) if cfg.kind == "slurm" else contextlib.nullcontext():

@@ -3,6 +3,7 @@ worker's close kept quiet."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import weakref
@@ -37,6 +38,22 @@ class TorchThreads(WorkerPlugin):
         if self.threads:
             set_torch_threads(self.threads)
         reuse_freed_memory()
+
+
+class QuickExit(WorkerPlugin):
+    """Let a worker process that ends with its worker skip the interpreter's last garbage collection.
+
+    A process that has imported torch and transformers spends ~0.5 s collecting every object on its way
+    out (2-core Xeon); the nanny, and the run's close with it, waited for that. Frozen objects are left
+    to the OS. Only where a nanny started the process: a worker in a threads cluster shares the process
+    of the client, which goes on.
+    """
+
+    name = "curator-quick-exit"
+
+    def teardown(self, worker) -> None:
+        if getattr(worker, "nanny", None):
+            gc.freeze()
 
 
 class QuietClose(WorkerPlugin):
