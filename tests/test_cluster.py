@@ -240,12 +240,20 @@ def test_an_error_mid_run_closes_the_cluster_and_its_workers() -> None:
     assert not any(alive(pid) for pid in pids)
 
 
-def frozen_after_teardown(dask_worker) -> int:
-    """This worker's QuickExit teardown, run where the worker lives: how many objects it froze."""
+def frozen_after_teardown(dask_worker) -> tuple[int, int]:
+    """This worker's QuickExit teardown, run where the worker lives, while it runs (as when the plugin is
+    replaced) and as it closes: how many objects each froze."""
     import gc
 
-    dask_worker.plugins["curator-quick-exit"].teardown(dask_worker)
-    return gc.get_freeze_count()
+    plugin = dask_worker.plugins["curator-quick-exit"]
+    plugin.teardown(dask_worker)
+    running = gc.get_freeze_count()
+    status, dask_worker.status = dask_worker.status, Status.closing
+    try:
+        plugin.teardown(dask_worker)
+    finally:
+        dask_worker.status = status
+    return running, gc.get_freeze_count()
 
 
 @pytest.mark.slow
@@ -254,12 +262,12 @@ def test_a_worker_process_skips_its_last_collection_and_a_threads_worker_leaves_
     waited for it. Freezing is for processes that end with their worker: never the client's own."""
     with connect(ClusterConfig(kind="local", n_workers=1, torch_threads=1)) as client:
         (frozen,) = client.run(frozen_after_teardown).values()
-        assert frozen > 0  # a nanny's worker process: the objects it holds are left to the OS
+        assert frozen[0] == 0 < frozen[1]  # a closing nanny's worker: its objects are left to the OS
     import gc
 
     with connect(ClusterConfig(kind="local", n_workers=1, torch_threads=1, processes=False)) as client:
         (frozen,) = client.run(frozen_after_teardown).values()
-    assert frozen == gc.get_freeze_count() == 0  # this process goes on collecting
+    assert frozen == (0, 0) and gc.get_freeze_count() == 0  # this process goes on collecting
 
 
 class Records(logging.Handler):

@@ -51,8 +51,8 @@ class QuickExit(WorkerPlugin):
 
     name = "curator-quick-exit"
 
-    def teardown(self, worker) -> None:
-        if getattr(worker, "nanny", None):
+    def teardown(self, worker) -> None:  # also called when the plugin is replaced: only a closing worker
+        if getattr(worker, "nanny", None) and worker.status in CLOSING:
             gc.freeze()
 
 
