@@ -9,12 +9,16 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from importlib import resources
 from typing import Any
 
 from curator.cluster.secrets import mask_secrets
 
-SECRET_HINTS = ("token", "password", "secret")
+# A key is hidden when any of its words is one of these, or its last word one of the LAST_WORDS: `hf_token`,
+# `api_key`, `db_password`, `client_secret_id`; not `token_budget`, `max_new_tokens`, `tokenizer_threads`
+SECRET_WORDS = frozenset({"password", "passwd", "secret", "credential", "credentials"})
+SECRET_LAST_WORDS = frozenset({"token", "key", "apikey"})
 # Inside storage_options (which may hold key, secret, token, account_key, ...) only these are shown
 SHOWN_STORAGE_OPTIONS = ("endpoint_url", "region_name", "anon", "use_ssl", "requester_pays", "client_kwargs")
 
@@ -29,8 +33,14 @@ def redact(value: Any, options: bool = False) -> Any:
     return mask_secrets(value) if isinstance(value, str) else value
 
 
+def looks_secret(name: str) -> bool:
+    """Whether a config key names a secret, by its words (split at anything but letters and digits)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    return bool(words) and (words[-1] in SECRET_LAST_WORDS or not SECRET_WORDS.isdisjoint(words))
+
+
 def _redacted(name: str, value: Any, options: bool) -> Any:
-    hidden = any(h in name for h in SECRET_HINTS) or (options and name not in SHOWN_STORAGE_OPTIONS)
+    hidden = looks_secret(name) or (options and name not in SHOWN_STORAGE_OPTIONS)
     if hidden and value not in (None, "", {}, []):
         return "***"
     return redact(value, options or name == "storage_options")

@@ -56,6 +56,23 @@ def test_secret_looking_config_values_never_reach_the_page() -> None:
     summary = {"read": 0, "written": 0, "filtered": 0, "quarantined": 0, "labels": {}, "output_path": "x"}
     page = render(summary, {"hub": {"hf_token": "hf_SECRET123", "model": "m"}, "api_password": "pw123"})
     assert "hf_SECRET123" not in page and "pw123" not in page and '"model": "m"' in page
+    hidden = {
+        "HF_TOKEN": "a1",
+        "api-key": "a2",
+        "client_secret_id": "a3",
+        "aws_credentials": "a4",
+        "passwd": "a5",
+    }
+    page = render(summary, hidden)
+    assert not any(f'"{value}"' in page for value in hidden.values())
+
+
+def test_settings_that_merely_mention_tokens_are_shown_in_the_page() -> None:
+    """A substring test hid `inference.token_budget`, `max_new_tokens` and `tokenizer_threads` as ***."""
+    summary = {"read": 0, "written": 0, "filtered": 0, "quarantined": 0, "labels": {}, "output_path": "x"}
+    settings = {"token_budget": 4096, "max_new_tokens": 100, "tokenizer_threads": 2, "keyword": "k"}
+    page = render(summary, {"inference": settings})
+    assert all(f'"{key}": {json.dumps(value)}' in page for key, value in settings.items())
 
 
 def test_secrets_inside_setting_values_and_sweep_overrides_are_masked() -> None:
