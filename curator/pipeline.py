@@ -98,9 +98,12 @@ def check_text_fields(
             found = (
                 f"columns found in {readable[0][0]}: {readable[0][1]}" if readable else "none could be read"
             )
-            bad = bool(readable) and readable[0][0] in unusable
-            if bad:
+            bad = (readable[0][0] if readable else next(iter(unusable), None)) in unusable
+            if bad and readable:
                 found = f"no record of {readable[0][0]} is usable ({unusable[readable[0][0]]})"
+            elif bad:
+                first = next(iter(unusable))
+                found = f"none could be read ({first}: {unusable[first]})"
             own = [name for name, c in (configs or {}).items() if c.text_field == field]  # set per classifier
             setting = f"classifier.{own[0]}.text_field" if own else "dataset.text_field"
             raise ConfigError(
@@ -142,8 +145,8 @@ def check_columns(
 
 
 def _head_columns(file: InputFile, unusable: dict[str, str] | None = None) -> list[str] | None:
-    """The columns of a file's first records, or None (with a warning) when they cannot be read; a head
-    of bad records only (each would be quarantined) puts the first one's reason in `unusable`."""
+    """The columns of a file's first records, or None (with a warning) when they cannot be read; why it
+    cannot, or why a head of bad records only (each would be quarantined) is so, goes in `unusable`."""
     try:
         head = read_file(file, None, None, limit=HEAD_ROWS)
     except Exception as err:  # zlib.error, EOFError, ArrowInvalid, ZstdError...: any unreadable head
@@ -153,6 +156,8 @@ def _head_columns(file: InputFile, unusable: dict[str, str] | None = None) -> li
             type(err).__name__,
             err,
         )
+        if unusable is not None:
+            unusable[file.path] = f"{type(err).__name__}: {err}"
         return None
     if unusable is not None and len(head) and head[ERROR_COLUMN].notna().all():
         where = "line" if file.format == "jsonl" else "row"

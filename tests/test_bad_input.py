@@ -156,6 +156,33 @@ def test_a_valid_record_holding_a_bare_cr_as_whitespace_is_read(make_config, tmp
     assert (summary["read"], summary["written"], summary["quarantined"]) == (1, 1, 0)
 
 
+def test_a_parquet_file_with_a_repeated_column_name_fails_with_the_file_and_the_name(
+    make_config, tmp_path: Path
+) -> None:
+    """Two columns named `text`: Arrow's "Multiple matches for FieldRef.Name(text)" with a schema dump,
+    and at start-up "text field not found, none could be read"; which `text` a record holds is undefined."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    twice = pa.table(
+        [pa.array(["a"]), pa.array([TEXTS[0]]), pa.array([TEXTS[1]])], names=["id", "text", "text"]
+    )
+    pq.write_table(twice, folder / "twice.parquet")
+    jsonl = ("dataset.format=parquet", f"dataset.path={folder}", "output.format=jsonl")
+    with pytest.raises(
+        ConfigError, match=r"none could be read \(.*twice\.parquet: .*more than one column named 'text'"
+    ):
+        pipeline.run(make_config(*jsonl))
+    pq.write_table(pa.table({"id": ["b"], "text": [TEXTS[2]]}), folder / "fine.parquet")
+    with pytest.raises(
+        pipeline.RunFailedError, match=r"1 of 2 unit\(s\) failed: .*twice\.parquet .*named 'text'"
+    ):
+        pipeline.run(make_config(*jsonl))
+    assert read_lines(tmp_path / "out" / "fine.jsonl")[0]["id"] == "b"  # the other file is classified
+    with pytest.raises(ConfigError, match=r"twice\.parquet has more than one column named 'text'"):
+        pipeline.run(make_config(*jsonl[:2], "output.format=parquet", f"output.path={tmp_path / 'pq'}"))
+    assert not (tmp_path / "pq").exists()  # refused before any work: no run schema can hold the file
+
+
 def _nested(depth: int, kind: str) -> object:
     value: object = "leaf"
     for _ in range(depth):

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -243,12 +244,14 @@ def read_parquet(
     """A Parquet file (or some of its row groups) as a partition; columns keep their Arrow types exactly."""
     part = as_part(spec)
     with open_url(part.path, "rb", part.file.storage_options) as handle:
+        parquet = pq.ParquetFile(handle)
+        if (why := repeated_columns(parquet.schema_arrow.names, part.path)) is not None:
+            raise ValueError(why)  # Arrow's own error names neither the file nor the cause
         if part.row_groups is not None and limit is None:
-            table = pq.ParquetFile(handle).read_row_groups(list(part.row_groups))
+            table = parquet.read_row_groups(list(part.row_groups))
         elif limit is None:
             table = pq.read_table(handle)
         else:  # only the first rows: for meta and start-up checks on files of any size
-            parquet = pq.ParquetFile(handle)
             batch = next(parquet.iter_batches(batch_size=limit), None)
             table = (
                 pa.Table.from_batches([batch]) if batch is not None else parquet.schema_arrow.empty_table()
@@ -290,8 +293,21 @@ def read_arrow(
     return _table_frame(table.replace_schema_metadata(None), part, text_field, invalid_text)
 
 
+def repeated_columns(names: Sequence[str], path: str) -> str | None:
+    """Why a file whose columns repeat a name cannot be read as records (None when every name is unique)."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if not repeated:
+        return None
+    return (
+        f"{path} has more than one column named {', '.join(map(repr, repeated))}: a record cannot hold two "
+        "fields of one name; rename them (pyarrow: table.rename_columns) or leave the file out"
+    )
+
+
 def _table_frame(table: pa.Table, part: Part, text_field: str | None, invalid_text: str) -> pd.DataFrame:
     """An Arrow table as a partition: names escaped, bad text marked, file row numbers as lines."""
+    if (why := repeated_columns(table.column_names, part.path)) is not None:
+        raise ValueError(why)
     table = table.rename_columns([escape(c) for c in table.column_names])
     table = _without_views(table)
     table, errors, raws, repaired = _check_utf8(table, invalid_text)

@@ -16,7 +16,7 @@ from curator.columns import ERROR_COLUMN, data_columns, unescape
 from curator.errors import ConfigError
 from curator.io.files import output_format
 from curator.io.paths import open_url
-from curator.io.readers import VIEWS, is_text, open_arrow, read_file
+from curator.io.readers import VIEWS, is_text, open_arrow, read_file, repeated_columns
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,15 @@ def footer_schema(files: Sequence[Any]) -> pa.Schema:
     schemas = []
     for file in files:
         try:
-            schemas.append(as_read(file_schema(file)))
+            schema = as_read(file_schema(file))
         except (OSError, pa.ArrowException) as err:  # the unit fails on its own later, naming the file
             log.warning(
                 "Cannot read the schema of %s (%s): it does not shape the run's schema", file.path, err
             )
+            continue
+        if (why := repeated_columns(schema.names, file.path)) is not None:  # no run schema can hold it
+            raise ConfigError(why + ".")
+        schemas.append(schema)
     if not schemas:
         return pa.schema([])
     try:
