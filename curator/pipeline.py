@@ -86,7 +86,7 @@ def check_text_fields(
     heads that were read (for the output-column check).
     """
     columns: list[list[str] | None] = []
-    unusable: dict[str, str] = {}  # file → why none of its first records is usable (all quarantined)
+    unusable: dict[str, str] = {}  # file → why its head cannot be read, or why none of it is usable
     for field in dict.fromkeys(clf.text_field for clf in classifiers):
         for i, file in enumerate(files):
             if i == len(columns):  # read each file's head at most once, and only as far as needed

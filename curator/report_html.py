@@ -15,7 +15,7 @@ from typing import Any
 
 from curator.cluster.secrets import mask_secrets
 
-# A key is hidden when any of its words is one of these, or its last word one of the LAST_WORDS: `hf_token`,
+# A key is hidden when any of its words is in SECRET_WORDS, or its last word in SECRET_LAST_WORDS: `hf_token`,
 # `api_key`, `db_password`, `client_secret_id`; not `token_budget`, `max_new_tokens`, `tokenizer_threads`
 SECRET_WORDS = frozenset({"password", "passwd", "secret", "credential", "credentials"})
 SECRET_LAST_WORDS = frozenset({"token", "key", "apikey"})
