@@ -87,31 +87,47 @@ def check_text_fields(
     """
     columns: list[list[str] | None] = []
     unusable: dict[str, str] = {}  # file → why its head cannot be read, or why none of it is usable
+    empty: set[str] = set()  # files whose head holds no record (blank lines only, no rows)
     for field in dict.fromkeys(clf.text_field for clf in classifiers):
         for i, file in enumerate(files):
             if i == len(columns):  # read each file's head at most once, and only as far as needed
-                columns.append(_head_columns(file, unusable))
+                columns.append(_head_columns(file, unusable, empty))
             if field in (columns[i] or []):
                 break
         else:
-            readable = [(f.path, c) for f, c in zip(files, columns, strict=False) if c is not None]
-            found = (
-                f"columns found in {readable[0][0]}: {readable[0][1]}" if readable else "none could be read"
-            )
-            bad = (readable[0][0] if readable else next(iter(unusable), None)) in unusable
-            if bad and readable:
-                found = f"no record of {readable[0][0]} is usable ({unusable[readable[0][0]]})"
-            elif bad:
-                first = next(iter(unusable))
-                found = f"none could be read ({first}: {unusable[first]})"
+            if len(empty) == len(files):  # no record anywhere: the run writes empty outputs, counts 0
+                continue
             own = [name for name, c in (configs or {}).items() if c.text_field == field]  # set per classifier
             setting = f"classifier.{own[0]}.text_field" if own else "dataset.text_field"
             raise ConfigError(
                 f"Text field {field!r} is not in any of the {len(files)} input file(s) (first "
-                f"{HEAD_ROWS} records of each); {found}. "
-                + ("Fix or remove that file." if bad else f"Set {setting} to the column that holds the text.")
+                f"{HEAD_ROWS} records of each); {_missing_field(files, columns, unusable, empty, setting)}"
             )
     return [c for c in columns if c is not None]
+
+
+def _missing_field(
+    files: Sequence[InputFile],
+    columns: list[list[str] | None],
+    unusable: dict[str, str],
+    empty: set[str],
+    setting: str,
+) -> str:
+    """What the heads showed, for the error of a text field no file has: the columns of the first file
+    with records, or why it (or, when none could be read, the first file) gives none; and what to do."""
+    heads = [
+        (f.path, c) for f, c in zip(files, columns, strict=False) if c is not None and f.path not in empty
+    ]
+    if heads and heads[0][0] in unusable:
+        return f"no record of {heads[0][0]} is usable ({unusable[heads[0][0]]}). Fix or remove that file."
+    if heads:
+        return (
+            f"columns found in {heads[0][0]}: {heads[0][1]}. Set {setting} to the column that holds the text."
+        )
+    if unusable:
+        first = next(iter(unusable))
+        return f"none could be read ({first}: {unusable[first]}). Fix or remove that file."
+    return f"none could be read. Set {setting} to the column that holds the text."
 
 
 def check_columns(
@@ -144,9 +160,12 @@ def check_columns(
         )
 
 
-def _head_columns(file: InputFile, unusable: dict[str, str] | None = None) -> list[str] | None:
+def _head_columns(
+    file: InputFile, unusable: dict[str, str] | None = None, empty: set[str] | None = None
+) -> list[str] | None:
     """The columns of a file's first records, or None (with a warning) when they cannot be read; why it
-    cannot, or why a head of bad records only (each would be quarantined) is so, goes in `unusable`."""
+    cannot, or why a head of bad records only (each would be quarantined) is so, goes in `unusable`, and
+    a file with no record at all in `empty`."""
     try:
         head = read_file(file, None, None, limit=HEAD_ROWS)
     except Exception as err:  # zlib.error, EOFError, ArrowInvalid, ZstdError...: any unreadable head
@@ -159,6 +178,8 @@ def _head_columns(file: InputFile, unusable: dict[str, str] | None = None) -> li
         if unusable is not None:
             unusable[file.path] = f"{type(err).__name__}: {err}"
         return None
+    if empty is not None and not len(head):
+        empty.add(file.path)
     if unusable is not None and len(head) and head[ERROR_COLUMN].notna().all():
         where = "line" if file.format == "jsonl" else "row"
         unusable[file.path] = f"{where} {head[LINE_COLUMN].iloc[0]}: {head[ERROR_COLUMN].iloc[0]}"

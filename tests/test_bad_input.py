@@ -183,6 +183,39 @@ def test_a_parquet_file_with_a_repeated_column_name_fails_with_the_file_and_the_
     assert not (tmp_path / "pq").exists()  # refused before any work: no run schema can hold the file
 
 
+def test_a_utf16_file_says_so_at_start_up_and_in_every_quarantine_record(make_config, tmp_path: Path) -> None:
+    """PowerShell's Out-File writes UTF-16 with a byte-order mark: each line was "invalid UTF-8 at byte 0"."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = "".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:2])
+    (folder / "win.jsonl").write_text(lines, encoding="utf-16")
+    with pytest.raises(ConfigError, match=r"no record of .*win\.jsonl is usable .*UTF-16 byte-order mark"):
+        pipeline.run(make_config(f"dataset.path={folder}"))
+    write_jsonl(folder / "ok.jsonl", [{"text": TEXTS[2]}])
+    summary = pipeline.run(make_config(f"dataset.path={folder}"))
+    adds_up(summary)
+    entries = quarantine(tmp_path / "out", "win")
+    assert len(entries) == summary["quarantined"] >= 2 and all("UTF-16" in e["reason"] for e in entries)
+
+
+def test_files_of_blank_lines_only_are_a_run_of_nothing_not_a_missing_text_field(
+    make_config, tmp_path: Path
+) -> None:
+    """A dataset whose files hold no record stopped with "text field not found, columns found: []"; beside
+    a file of other columns, the message named the blank file's empty columns."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("\n  \n", encoding="utf-8")
+    (folder / "b.jsonl").write_text("", encoding="utf-8")
+    summary = pipeline.run(make_config(f"dataset.path={folder}"))
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (0, 0, 0)
+    write_jsonl(folder / "c.jsonl", [{"body": TEXTS[0]}])
+    with pytest.raises(
+        ConfigError, match=r"columns found in .*c\.jsonl: \['body'\]\. Set dataset\.text_field"
+    ):
+        pipeline.run(make_config(f"dataset.path={folder}", f"output.path={tmp_path / 'out2'}"))
+
+
 def _nested(depth: int, kind: str) -> object:
     value: object = "leaf"
     for _ in range(depth):

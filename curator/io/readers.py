@@ -42,6 +42,11 @@ BARE_CR_HINT = (
     " (records separated by a carriage return alone, as in old Mac text files: JSONL separates them with a"
     " newline; convert the file, e.g. tr '\\r' '\\n')"
 )
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # what Windows tools (PowerShell's Out-File) start UTF-16 text with
+UTF16_HINT = (
+    " (the file starts with a UTF-16 byte-order mark: it is UTF-16 text, and JSONL is UTF-8; convert it, e.g."
+    " iconv -f UTF-16 -t UTF-8)"
+)
 JSON_WHITESPACE = b" \t\r\n"  # a line of only these is blank; any other byte makes a record
 # Deeper records are quarantined: Parquet cannot hold about 50 nested lists (the file is written, then
 # cannot be read), and encoding JSON recurses once per level
@@ -183,6 +188,7 @@ def read_jsonl(
     raws: list[str | bytes | None] = []
     lines: list[int] = []
     spanned = repaired = 0
+    utf16 = False  # the file starts with a UTF-16 byte-order mark: every bad line's reason says so
     with open_url(part.path, "rb", part.file.storage_options, compression="infer") as opened:
         # zstandard's reader has no readline: a buffer gives every decompressor line iteration
         handle = io.BufferedReader(opened) if part.file.compressed else opened
@@ -199,10 +205,13 @@ def read_jsonl(
             spanned += 1
             if at_start and raw.startswith(BOM):  # a byte-order mark opens the file, not the record
                 raw = raw[len(BOM) :]
+            utf16 = utf16 or (at_start and raw.startswith(UTF16_BOMS))
             if not raw.strip(JSON_WHITESPACE):  # not bytes.strip(): it takes \v and \f, which JSON does not
                 continue
             line = raw.rstrip(b"\r\n")
             record, problem, fixed = parse_line(line, invalid_text)
+            if record is None and utf16:
+                problem = f"{problem}{UTF16_HINT}"
             repaired += fixed and record is not None
             if record is not None and text_field is not None:
                 problem = text_problem(record.get(text_field, _MISSING), text_field)
