@@ -216,6 +216,24 @@ def test_files_of_blank_lines_only_are_a_run_of_nothing_not_a_missing_text_field
         pipeline.run(make_config(f"dataset.path={folder}", f"output.path={tmp_path / 'out2'}"))
 
 
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_json_document_saved_as_jsonl_says_so_in_its_reasons(make_config, tmp_path: Path, indent) -> None:
+    """A JSON array of records in a .jsonl file (one line, or pretty-printed over many): the reasons were
+    "not a JSON object: list" and "Expecting value", with no word of what the file is."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "doc.jsonl").write_text(json.dumps([{"text": t} for t in TEXTS[:2]], indent=indent) + "\n")
+    hint = "a JSON array: JSONL holds one object per line" if indent is None else "one JSON document spread"
+    with pytest.raises(ConfigError, match=r"no record of .*doc\.jsonl is usable") as err:
+        pipeline.run(make_config(f"dataset.path={folder}"))
+    assert hint in str(err.value) and "jq -c" in str(err.value)
+    write_jsonl(folder / "ok.jsonl", [{"text": TEXTS[2]}])
+    summary = pipeline.run(make_config(f"dataset.path={folder}"))
+    adds_up(summary)
+    entries = quarantine(tmp_path / "out", "doc")
+    assert len(entries) == summary["quarantined"] and all(hint in e["reason"] for e in entries)
+
+
 def _nested(depth: int, kind: str) -> object:
     value: object = "leaf"
     for _ in range(depth):

@@ -47,6 +47,11 @@ UTF16_HINT = (
     " (the file starts with a UTF-16 byte-order mark: it is UTF-16 text, and JSONL is UTF-8; convert it, e.g."
     " iconv -f UTF-16 -t UTF-8)"
 )
+ARRAY_HINT = " (a JSON array: JSONL holds one object per line; convert the file, e.g. jq -c '.[]')"
+DOCUMENT_HINT = (
+    " (the file starts with a lone '[' or '{': one JSON document spread over lines, not JSON Lines, which"
+    " holds one object per line; convert it, e.g. jq -c '.[]' for an array)"
+)
 JSON_WHITESPACE = b" \t\r\n"  # a line of only these is blank; any other byte makes a record
 # Deeper records are quarantined: Parquet cannot hold about 50 nested lists (the file is written, then
 # cannot be read), and encoding JSON recurses once per level
@@ -129,7 +134,8 @@ def parse_line(
     except RecursionError:
         return None, "invalid JSON: nested too deeply", repaired
     if not isinstance(record, dict):
-        return None, f"not a JSON object: {type(record).__name__}", repaired
+        hint = ARRAY_HINT if isinstance(record, list) and any(isinstance(r, dict) for r in record) else ""
+        return None, f"not a JSON object: {type(record).__name__}{hint}", repaired
     if line.count("[") + line.count("{") > MAX_NESTING and (depth := nesting(record)) > MAX_NESTING:
         return None, f"nested {depth} levels deep (at most {MAX_NESTING} can be written back)", repaired
     if ("\\ud" in line or "\\uD" in line) and _LONE_ESCAPE.search(line):
@@ -189,6 +195,7 @@ def read_jsonl(
     lines: list[int] = []
     spanned = repaired = 0
     utf16 = False  # the file starts with a UTF-16 byte-order mark: every bad line's reason says so
+    document = False  # the file starts with a lone [ or {: one JSON document over lines, and reasons say so
     with open_url(part.path, "rb", part.file.storage_options, compression="infer") as opened:
         # zstandard's reader has no readline: a buffer gives every decompressor line iteration
         handle = io.BufferedReader(opened) if part.file.compressed else opened
@@ -206,12 +213,13 @@ def read_jsonl(
             if at_start and raw.startswith(BOM):  # a byte-order mark opens the file, not the record
                 raw = raw[len(BOM) :]
             utf16 = utf16 or (at_start and raw.startswith(UTF16_BOMS))
+            document = document or (at_start and raw.strip(JSON_WHITESPACE) in (b"[", b"{"))
             if not raw.strip(JSON_WHITESPACE):  # not bytes.strip(): it takes \v and \f, which JSON does not
                 continue
             line = raw.rstrip(b"\r\n")
             record, problem, fixed = parse_line(line, invalid_text)
-            if record is None and utf16:
-                problem = f"{problem}{UTF16_HINT}"
+            if record is None and (utf16 or document):
+                problem = f"{problem}{UTF16_HINT if utf16 else DOCUMENT_HINT}"
             repaired += fixed and record is not None
             if record is not None and text_field is not None:
                 problem = text_problem(record.get(text_field, _MISSING), text_field)
