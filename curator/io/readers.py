@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -312,7 +313,7 @@ def read_arrow(
 
 def repeated_columns(names: Sequence[str], path: str) -> str | None:
     """Why a file whose columns repeat a name cannot be read as records (None when every name is unique)."""
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)  # linear: files may be wide
     if not repeated:
         return None
     return (
