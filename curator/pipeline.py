@@ -33,7 +33,7 @@ from curator.io.gpu import partition_reader
 from curator.io.guard import check_names, check_overlap
 from curator.io.lock import own_output
 from curator.io.manifest import SUMMARY, Manifest, fingerprint, open_manifest, remove_temporaries, signature
-from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts
+from curator.io.partitions import Part, group_parts, parse_blocksize, plan_parts, small_files_hint
 from curator.io.paths import absolute
 from curator.io.readers import read_file
 from curator.io.schema import attribute_schema, plan_schema, settle_schema
@@ -311,6 +311,8 @@ def _prepare(cfg: Config, manifest: Manifest, parts: list[Part]) -> tuple[list[l
             len(others),
             names,
         )
+    if (hint := small_files_hint(parts, cfg.dataset.files_per_partition)) is not None:
+        log.warning("%s", hint)
     groups = group_parts(parts, cfg.dataset.files_per_partition, parse_blocksize(cfg.dataset.blocksize))
     finished = [all(manifest.done(p) for p in g) for g in groups]
     todo = [g for g, skip in zip(groups, finished, strict=True) if not skip]

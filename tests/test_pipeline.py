@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import fsspec
@@ -377,6 +378,27 @@ def test_text_field_missing_from_every_file_fails_fast_but_one_file_with_it_is_e
     write_jsonl(folder / "c.jsonl", [{"text": DOCS[1][1]}])
     summary = pipeline.run(make_config(f"dataset.path={folder}"))
     assert (summary["read"], summary["written"], summary["quarantined"]) == (3, 1, 2)
+
+
+def test_many_small_files_read_one_per_task_get_a_files_per_partition_hint(
+    make_config, tmp_path: Path, tiny_model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2000 one-record files ran 58 s one per task and 16 s a hundred per task: each file was its own task
+    and batch. The run says so, and grouped runs (or few files) are not told."""
+    folder = tmp_path / "in"
+    for i in range(64):
+        write_jsonl(folder / f"f{i:02d}.jsonl", [{"text": DOCS[i % len(DOCS)][1]}])
+    summary = pipeline.run(make_config(f"dataset.path={folder}", tiny_model))
+    assert summary["written"] == 64
+    [hint] = [r.getMessage() for r in caplog.records if "small input files" in r.getMessage()]
+    assert hint.startswith("64 small input files") and "dataset.files_per_partition=8 " in hint
+    caplog.clear()
+    for overrides in (["dataset.files_per_partition=8"], [f"dataset.path={folder / 'f00.jsonl'}"]):
+        pipeline.run(
+            make_config(f"dataset.path={folder}", tiny_model, f"output.path={tmp_path / 'x'}", *overrides)
+        )
+        assert not [r for r in caplog.records if "small input files" in r.getMessage()]
+        shutil.rmtree(tmp_path / "x")
 
 
 def test_memory_filesystem_in_and_out(make_config) -> None:

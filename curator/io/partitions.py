@@ -160,6 +160,29 @@ def group_parts(parts: Sequence[Part], files_per_partition: int, blocksize: int 
     return groups
 
 
+SMALL_FILE_BYTES = 256 * 2**10  # files this small on average make tasks mostly of per-task overhead
+MANY_FILES = 64
+TASK_TARGET_BYTES = 4 * 2**20  # what a suggested group of small files should hold
+TASKS_PER_GROUP_HINT = 8  # ...while leaving at least this many tasks
+
+
+def small_files_hint(parts: Sequence[Part], files_per_partition: int) -> str | None:
+    """Advice for many small whole files read one per task (each its own batches and task overhead):
+    the `dataset.files_per_partition` that fills tasks, or None when it would not help."""
+    whole = [p for p in parts if p.index is None]
+    if files_per_partition != 1 or len(whole) < MANY_FILES:
+        return None
+    mean = sum(p.size for p in whole) / len(whole)
+    if mean >= SMALL_FILE_BYTES:
+        return None
+    suggested = max(2, min(int(TASK_TARGET_BYTES // max(mean, 1)), len(whole) // TASKS_PER_GROUP_HINT))
+    return (
+        f"{len(whole)} small input files (on average {mean / 2**10:.1f} KiB): each is a task of its own, "
+        f"classified in its own batches. dataset.files_per_partition={suggested} would put up to that many "
+        "in one task, each still written to its own output file."
+    )
+
+
 def count_lines(part: Part) -> int:
     """Lines in a JSONL part's byte range (each part ends after a newline, except perhaps the last)."""
     lines, left, last = 0, None if part.end is None else part.end - part.start, b""
