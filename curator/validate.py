@@ -253,6 +253,10 @@ def config_problems(cfg: Config) -> list[str]:
         if bound is not None and not _is_number(bound):
             why = " (NaN keeps no row)" if isinstance(bound, float) and math.isnan(bound) else ""
             problems.append(f"filter.{key}={_show(bound)}: must be a finite number{why}")
+    if flt.keep is not None and not list(flt.keep):  # as the Python API's filter_by=[]
+        problems.append(
+            "filter.keep=[] would keep no row; give at least one label, or null to keep every label"
+        )
     if flt.min_score is not None and flt.max_score is not None and flt.min_score > flt.max_score:
         problems.append(
             f"filter.min_score={flt.min_score} > filter.max_score={flt.max_score}: no row could pass; "

@@ -73,6 +73,7 @@ BAD = [
     ("filter.min_score=0.9 filter.max_score=0.1", "filter.min_score=0.9 > filter.max_score=0.1"),
     ("filter.min_score=nan", "filter.min_score=nan: must be a finite number (NaN keeps no row)"),
     ("filter.max_score=inf", "filter.max_score=inf: must be a finite number"),
+    ("filter.keep=[]", "filter.keep=[] would keep no row"),  # it filtered every row out, silently
     ("dataset.path=''", "dataset.path='': name a file, folder, glob or @list (empty would read '.')"),
     ("cluster.torch_threads=1000", "cluster.torch_threads=1000: more than this machine's"),
 ]
