@@ -311,11 +311,11 @@ def _prepare(cfg: Config, manifest: Manifest, parts: list[Part]) -> tuple[list[l
             len(others),
             names,
         )
-    if (hint := small_files_hint(parts, cfg.dataset.files_per_partition)) is not None:
-        log.warning("%s", hint)
     groups = group_parts(parts, cfg.dataset.files_per_partition, parse_blocksize(cfg.dataset.blocksize))
     finished = [all(manifest.done(p) for p in g) for g in groups]
     todo = [g for g, skip in zip(groups, finished, strict=True) if not skip]
+    if (hint := small_files_hint([p for g in todo for p in g], cfg.dataset.files_per_partition)) is not None:
+        log.warning("%s", hint)  # the files still to do: a finished run resumed is not told
     done = {p.name: manifest.done(p) for g, skip in zip(groups, finished, strict=True) if skip for p in g}
     return todo, done
 

@@ -393,12 +393,25 @@ def test_many_small_files_read_one_per_task_get_a_files_per_partition_hint(
     [hint] = [r.getMessage() for r in caplog.records if "small input files" in r.getMessage()]
     assert hint.startswith("64 small input files") and "dataset.files_per_partition=8 " in hint
     caplog.clear()
+    assert pipeline.run(make_config(f"dataset.path={folder}", tiny_model))["written"] == 64  # resumed: done
+    assert not [r for r in caplog.records if "small input files" in r.getMessage()]
     for overrides in (["dataset.files_per_partition=8"], [f"dataset.path={folder / 'f00.jsonl'}"]):
         pipeline.run(
             make_config(f"dataset.path={folder}", tiny_model, f"output.path={tmp_path / 'x'}", *overrides)
         )
         assert not [r for r in caplog.records if "small input files" in r.getMessage()]
         shutil.rmtree(tmp_path / "x")
+
+
+def test_no_small_files_hint_where_the_store_lists_no_sizes() -> None:
+    """A listing without sizes (-1) read as 0 bytes: every run of 64 such files would have been told."""
+    from curator.io.files import InputFile
+    from curator.io.partitions import Part, small_files_hint
+
+    sized = [Part(InputFile(f"memory://x/f{i}.jsonl", "jsonl", f"f{i}", size=100)) for i in range(64)]
+    unsized = [Part(InputFile(f"memory://x/f{i}.jsonl", "jsonl", f"f{i}", size=-1)) for i in range(64)]
+    assert small_files_hint(sized, 1) is not None and small_files_hint(unsized, 1) is None
+    assert small_files_hint(sized, 2) is None and small_files_hint(sized[:63], 1) is None
 
 
 def test_memory_filesystem_in_and_out(make_config) -> None:

@@ -170,8 +170,8 @@ def small_files_hint(parts: Sequence[Part], files_per_partition: int) -> str | N
     """Advice for many small whole files read one per task (each its own batches and task overhead):
     the `dataset.files_per_partition` that fills tasks, or None when it would not help."""
     whole = [p for p in parts if p.index is None]
-    if files_per_partition != 1 or len(whole) < MANY_FILES:
-        return None
+    if files_per_partition != 1 or len(whole) < MANY_FILES or any(p.file.size < 0 for p in whole):
+        return None  # (a store that lists no sizes: nothing to judge by)
     mean = sum(p.size for p in whole) / len(whole)
     if mean >= SMALL_FILE_BYTES:
         return None
