@@ -294,9 +294,10 @@ class DistributedDataClassifier:
             model = SimulatedModel(model, self.inference.simulated_tokens_per_s)
         return model
 
-    def cpu_budget(self, config: Any, max_length: int) -> int:
-        """Tokens per CPU batch when none is configured: a cache-sized one for encoders."""
-        return cpu_token_budget(config, max_length)
+    def cpu_budget(self, config: Any, max_length: int, dtype_bytes: int = 4) -> int:
+        """Tokens per CPU batch when none is configured: a cache-sized one for encoders (activations of
+        `dtype_bytes` per value)."""
+        return cpu_token_budget(config, max_length, dtype_bytes)
 
     def memory_per_token(self, config: Any, dtype_bytes: int) -> float | None:
         """CUDA bytes one batch token needs; None: the encoder estimate, which grows with the length."""
@@ -307,8 +308,9 @@ class DistributedDataClassifier:
         if self.inference.token_budget:
             return self.inference.token_budget
         config = getattr(model, "config", None)  # every family's model exposes its backbone config
-        if device.type != "cuda":
-            return self.cpu_budget(config, max_length)
+        if device.type != "cuda":  # bf16 autocast halves the activations: the cache holds twice the tokens
+            autocast = resolve_autocast(self.inference.dtype, device, self.inference.quantize)
+            return self.cpu_budget(config, max_length, torch.finfo(autocast).bits // 8 if autocast else 4)
         autocast = resolve_autocast(self.inference.dtype, device)
         dtype_bytes = torch.finfo(autocast).bits // 8 if autocast else 4
         per_token = self.memory_per_token(config, dtype_bytes)

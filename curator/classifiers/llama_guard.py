@@ -62,7 +62,7 @@ class LlamaGuardClassifier(DistributedDataClassifier):
         dtype = resolve_autocast(self.inference.dtype, device) or torch.float32
         return load_causal_lm(self.base_folder(), self.adapter_folder(), dtype, device, self.allow_pickle)
 
-    def cpu_budget(self, config: Any, max_length: int) -> int:
+    def cpu_budget(self, config: Any, max_length: int, dtype_bytes: int = 4) -> int:
         """Decode steps need rows: a fixed budget, not the encoders' cache-sized one."""
         return DEFAULT_CPU_TOKEN_BUDGET
 
