@@ -295,6 +295,8 @@ def read_arrow(
     part = as_part(spec)
     with open_url(part.path, "rb", part.file.storage_options) as handle:
         reader = open_arrow(handle)
+        if (why := repeated_columns(reader.schema.names, part.path)) is not None:
+            raise ValueError(why)  # checked before reading, as for Parquet
         if isinstance(reader, pa.ipc.RecordBatchFileReader):
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         else:
@@ -324,8 +326,6 @@ def repeated_columns(names: Sequence[str], path: str) -> str | None:
 
 def _table_frame(table: pa.Table, part: Part, text_field: str | None, invalid_text: str) -> pd.DataFrame:
     """An Arrow table as a partition: names escaped, bad text marked, file row numbers as lines."""
-    if (why := repeated_columns(table.column_names, part.path)) is not None:
-        raise ValueError(why)
     table = table.rename_columns([escape(c) for c in table.column_names])
     table = _without_views(table)
     table, errors, raws, repaired = _check_utf8(table, invalid_text)
