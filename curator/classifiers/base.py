@@ -308,11 +308,10 @@ class DistributedDataClassifier:
         if self.inference.token_budget:
             return self.inference.token_budget
         config = getattr(model, "config", None)  # every family's model exposes its backbone config
-        if device.type != "cuda":  # bf16 autocast halves the activations: the cache holds twice the tokens
-            autocast = resolve_autocast(self.inference.dtype, device, self.inference.quantize)
-            return self.cpu_budget(config, max_length, torch.finfo(autocast).bits // 8 if autocast else 4)
-        autocast = resolve_autocast(self.inference.dtype, device)
+        autocast = resolve_autocast(self.inference.dtype, device, self.inference.quantize)
         dtype_bytes = torch.finfo(autocast).bits // 8 if autocast else 4
+        if device.type != "cuda":  # bf16 autocast halves the activations: the cache holds twice the tokens
+            return self.cpu_budget(config, max_length, dtype_bytes)
         per_token = self.memory_per_token(config, dtype_bytes)
         cap = self.inference.max_mem_gb
         # measured once per model (and per length where the cost per token depends on it)
