@@ -244,24 +244,30 @@ def test_summary_json_and_report_carry_the_dtype_per_worker(
 
 
 @pytest.mark.parametrize(
-    "native", [pytest.param(True, marks=needs_compiler), False], ids=["compiled", "pytorch"]
+    ("dtype", "native"),
+    [
+        pytest.param("float32", True, marks=needs_compiler),
+        ("float32", False),
+        pytest.param("bfloat16", True, marks=needs_compiler),  # float32 scores under bf16 autocast
+    ],
+    ids=["compiled", "pytorch", "bf16-compiled"],
 )
-def test_summary_says_how_a_float32_deberta_run_computed_its_attention(
-    make_config, docs_dir: Path, tmp_path: Path, deberta_ckpts: dict[str, Path], native: bool
+def test_summary_says_how_a_deberta_run_on_cpu_computed_its_attention(
+    make_config, docs_dir: Path, tmp_path: Path, deberta_ckpts: dict[str, Path], dtype: str, native: bool
 ) -> None:
     cfg = make_config(
         f"dataset.path={docs_dir}",
         "classifier=domain",
         f"classifier.domain.model={deberta_ckpts['domain']}",
         "classifier.domain.max_length=48",
-        "inference.dtype=float32",
+        f"inference.dtype={dtype}",
         f"inference.native_attention={str(native).lower()}",
     )
     pipeline.run(cfg, run_dir=str(tmp_path / "run"))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     engine = summary["classifiers"]["domain"]
     kind = "compiled" if native else "PyTorch"
-    assert engine["dtype"] == "float32" and engine["attention"] == kind
+    assert engine["dtype"] == dtype and engine["attention"] == kind
     assert set(engine["attention_by_worker"].values()) == {kind}
     assert '"attention_by_worker"' in render(summary)
 

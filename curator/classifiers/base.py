@@ -402,14 +402,13 @@ class DistributedDataClassifier:
     def numerics_used(self) -> dict[str, str]:
         """What this worker's matmuls run in ('bfloat16', 'float32', 'int8/onednn'), and which worker:
         `inference.dtype=auto` differs from machine to machine, so the summary shows it per worker; for a
-        lean DeBERTa in float32 on CPU also how its attention ran ('compiled' or 'PyTorch')."""
+        lean DeBERTa on CPU also how its attention ran ('compiled' or 'PyTorch')."""
         device = resolve_device(self.inference.device)
         quantize = self.inference.quantize if device.type == "cpu" else None
         autocast = resolve_autocast(self.inference.dtype, device, quantize)
         used = {"dtype": numerics_label(autocast, quantize), "worker": worker_name()}
-        float32_cpu = autocast is None and device.type == "cpu"
         # never loaded for this: a partition with no text to classify ran no model
-        model = cache.loaded(self._model_cache_key()) if float32_cpu else None
+        model = cache.loaded(self._model_cache_key()) if device.type == "cpu" else None
         if model is not None and (kind := attention_kind(model)):
             used["attention"] = kind  # lean DeBERTa: compiled here, or PyTorch's ops (no compiler)
         return used

@@ -14,10 +14,11 @@ Same weights and arithmetic as Hugging Face's `DebertaV2Model`, with less work a
   needs the last layer's keys and values for every token but its queries, bias row, attention output
   and feed-forward for that token only;
 - built uninitialised and handed the checkpoint's tensors (no random init, no modelling import);
-- float32 on CPU: the attention itself by a C++ kernel compiled on first use (`curator.models.native`:
-  each (row, head)'s scores built in cache, not in passes over the whole bias), and the output block's
-  bias + GELU and residual + LayerNorm as one pass each; PyTorch's ops where they cannot be built or
-  `inference.native_attention=false`.
+- on CPU: the attention itself by a C++ kernel compiled on first use (`curator.models.native`: each
+  (row, head)'s scores built in cache, not in passes over the whole bias), in float32 also under bf16
+  autocast (the bf16 ops' transposed adds and casts cost more than float32 scores); in float32 also the
+  output block's bias + GELU and residual + LayerNorm as one pass each; PyTorch's ops where they cannot
+  be built or `inference.native_attention=false`.
 
 Results equal Hugging Face's within float rounding (tests/test_fast_deberta.py). Configs it does not
 reproduce exactly (convolution layers, embedding projections, other attention kinds) are left to
@@ -244,9 +245,10 @@ class FastDebertaLayer(FastLayer):
         return key_table, query_table
 
     def kernel(self, q: torch.Tensor, first_only: bool, index: torch.Tensor | None) -> Callable | None:
-        """The compiled attention where it applies: every query, float32 on CPU, position terms on."""
+        """The compiled attention where it applies: every query, on CPU, position terms on (bf16 q, k and
+        v under autocast too: it computes in float32)."""
         applies = self.native and not first_only and self.relative and index is not None and bool(self.terms)
-        if not applies or q.dtype != torch.float32 or q.device.type != "cpu" or q.shape[2] > KERNEL_WIDTH:
+        if not applies or not q.is_floating_point() or q.device.type != "cpu" or q.shape[2] > KERNEL_WIDTH:
             return None
         return deberta_attention()
 
@@ -287,8 +289,9 @@ class FastDebertaLayer(FastLayer):
         q, k, v, x = self.project(x, first_only)
         if (kernel := self.kernel(q, first_only, index)) is not None:
             key_table, query_table = self.kernel_tables(index)
-            attended = kernel(q, k, v, key_table, query_table, keep, self.scale)  # [rows, n, heads, d]
-            return self.finish(attended.transpose(1, 2), x)
+            q32, k32, v32 = (t.float() for t in (q, k, v))  # bf16 under autocast: scores in float32
+            attended = kernel(q32, k32, v32, key_table, query_table, keep, self.scale)  # [rows, n, heads, d]
+            return self.finish(attended.transpose(1, 2).to(q.dtype), x)
         bias = self.bias(q, k, index) if self.relative and index is not None else None
         if bias is not None:
             bias[..., padded].masked_fill_(~keep[..., padded], float("-inf"))
