@@ -261,6 +261,28 @@ def test_files_a_folder_holds_in_other_formats_are_named_in_a_warning(config, tm
     assert summary["read"] == summary["written"] == 6
 
 
+def test_links_without_a_suffix_are_named_for_what_they_are_not_for_their_suffix(
+    config, tmp_path: Path, caplog
+) -> None:
+    """A link to a folder and a link loop, named without a suffix, were listed as files of another format."""
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a.jsonl", docs(2, "a"))
+    write_jsonl(tmp_path / "elsewhere" / "b.jsonl", docs(3, "b"))
+    (folder / "shards").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (folder / "loop1").symlink_to(folder / "loop2")
+    (folder / "loop2").symlink_to(folder / "loop1")
+    (folder / "notes.txt").write_text("not data\n")
+    with caplog.at_level(logging.WARNING, logger="curator.io.files"):
+        summary = pipeline.run(config(folder, tmp_path / "out"))
+    assert summary["read"] == 2
+    messages = [r.getMessage() for r in caplog.records]
+    suffix = [m for m in messages if "suffix is not one this reads" in m]
+    assert len(suffix) == 1 and "Skipping 1 file(s)" in suffix[0] and ": notes.txt. Set" in suffix[0]
+    assert any("shards: a link to a folder" in m for m in messages)
+    loops = sorted(Path(m.split()[1].rstrip(":")).name for m in messages if "not a regular file" in m)
+    assert loops == ["loop1", "loop2"]
+
+
 # ---- one run per output folder --------------------------------------------------------------------
 def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
