@@ -299,6 +299,7 @@ def engine(texts: list[str], folder: Path, family: str = "sequence", **inference
 def end_to_end(texts: list[str], folder: Path, threads: int, work: Path, *overrides: str) -> dict:
     """`python run.py` on the corpus written as 4 JSONL files; pipeline seconds from summary.json."""
     work = work / "-".join(["e2e", *(o.replace("=", "_") for o in overrides)])
+    shutil.rmtree(work, ignore_errors=True)  # an earlier round's run (--rounds): a fresh output folder
     data = work / "corpus"
     data.mkdir(parents=True)
     for part, chunk in enumerate(np.array_split(np.arange(len(texts)), 4)):
