@@ -154,6 +154,7 @@ def test_first_only_and_switched_off_layers_do_not_use_the_kernels() -> None:
     q32, q16 = torch.zeros(1, 2, 5, 16), torch.zeros(1, 2, 5, 16, dtype=torch.bfloat16)
     assert layer.kernel(q32, False, index) is not None
     assert layer.kernel(q16, False, index) is not None  # bf16 autocast: the scores in float32 all the same
+    assert layer.kernel(q32.double(), False, index) is None  # float64 is not narrowed to float32
     assert layer.kernel(q32, True, index) is None  # the last layer's first token only
     wide = torch.zeros(1, 2, 4097, 16)
     assert layer.kernel(wide, False, lean.position_index(4097, torch.device("cpu"))) is None

@@ -57,6 +57,7 @@ POSITION_TERMS = {"c2p", "p2c"}  # content → position, position → content
 BLOCK = 128
 REL_NORMS = {"layer_norm", "none"}
 KERNEL_WIDTH = 4096  # the compiled attention keeps an n x n float32 buffer per thread: 64 MiB here
+WIDENED = (torch.float32, torch.bfloat16, torch.float16)  # q, k, v the kernel takes (widened to float32)
 
 
 def position_terms(config: Any) -> list[str]:
@@ -250,7 +251,7 @@ class FastDebertaLayer(FastLayer):
         """The compiled attention where it applies: every query, on CPU, position terms on (bf16 q, k and
         v under autocast too: it computes in float32)."""
         applies = self.native and not first_only and self.relative and index is not None and bool(self.terms)
-        if not applies or not q.is_floating_point() or q.device.type != "cpu" or q.shape[2] > KERNEL_WIDTH:
+        if not applies or q.dtype not in WIDENED or q.device.type != "cpu" or q.shape[2] > KERNEL_WIDTH:
             return None
         return deberta_attention()
 
