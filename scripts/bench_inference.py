@@ -518,7 +518,7 @@ def main() -> None:
             and (not only or name.startswith(only))
         ]
         runs: dict[str, dict] = {}
-        for _ in range(args.rounds):  # rows in turn, round after round: a slow spell hits every row alike
+        for _ in range(max(1, args.rounds)):  # rows in turn, round after round: a slow spell hits all alike
             for name, corpus, measure in plan:
                 # The machine's speed drifts: each run is judged against the matmul rates measured next to it
                 before = {d: matmul_rate(args.threads, t) for d, t in DTYPES.items()}

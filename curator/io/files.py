@@ -160,7 +160,7 @@ def _expand(entry: str, fmt: str | None, options: Options = None) -> list[tuple[
         files = _without_dataset_metadata(_outside_run_folders(fs, fs.find(path, detail=True)))
         if fmt is None:  # regular files only: a link to a folder, a loop or a FIFO gets its own warning below
             unknown = {
-                p for p in files if not detect_format(p) and _followed(fs, p, files[p])["type"] == "file"
+                p for p in files if not detect_format(p) and _followed(fs, p, files[p]).get("type") == "file"
             }
             _warn_unknown_suffixes(root, sorted(unknown))
             files = {p: i for p, i in files.items() if p not in unknown}
