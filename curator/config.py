@@ -142,8 +142,9 @@ class InferenceConfig:
     quantize: str | None = None  # int8: dynamic int8 quantisation of Linear layers (CPU only)
     max_mem_gb: float | None = None  # CUDA: memory batches may use; None: what is free on the device
     fast_encoder: bool = True  # BERT/RoBERTa/XLM-R: fused Q/K/V, first-token-only last layer (same results)
-    # lean DeBERTa in float32 on CPU: attention by a C++ kernel compiled on first use (a compiler needed;
-    # without one PyTorch's ops run); false: PyTorch's ops always (same results within float rounding)
+    # lean DeBERTa and BERT-family forwards on CPU: attention by a C++ kernel compiled on first use, in
+    # float32 (a compiler needed; without one PyTorch's ops run); false: PyTorch's ops always (same results
+    # within float rounding)
     native_attention: bool = True
     simulated_tokens_per_s: float = (
         1_000_000.0  # device=simulated: padded tokens the stand-in runs per second

@@ -427,6 +427,16 @@ def main() -> None:
             ("naive b128", "minilm", lambda: naive(texts, folder, 128)),
             ("engine", "minilm", lambda: engine(texts, folder, dtype="float32")),
             ("engine bf16", "minilm", lambda: engine(texts, folder, dtype="bfloat16")),
+            (
+                "engine fp32, PyTorch attention",
+                "minilm",
+                lambda: engine(texts, folder, dtype="float32", native_attention=False),
+            ),
+            (
+                "engine bf16, PyTorch attention",
+                "minilm",
+                lambda: engine(texts, folder, dtype="bfloat16", native_attention=False),
+            ),
             ("engine prefetch", "minilm", lambda: engine(texts, folder, dtype="float32", prefetch=True)),
             ("engine int8", "minilm", lambda: engine(texts, folder, quantize="int8")),
             (
@@ -442,6 +452,7 @@ def main() -> None:
             plan += [
                 ("e2e fp32 (run.py)", "minilm", lambda: e2e("inference.dtype=float32")),
                 ("e2e auto (run.py)", "minilm", lambda: e2e()),
+                ("e2e auto, PyTorch attention", "minilm", lambda: e2e("inference.native_attention=false")),
                 (
                     "e2e fp32, thread worker",
                     "minilm",

@@ -16,10 +16,12 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from transformers import DebertaV2Config, DebertaV2Model
+from transformers import BertConfig, BertModel, DebertaV2Config, DebertaV2Model
 
+from curator.inference.numerics import FEATURES_ENV
 from curator.models import native
-from curator.models.fast_deberta import FastDebertaLayer, lean_deberta, set_native_attention
+from curator.models.fast_deberta import FastDebertaLayer, lean_deberta
+from curator.models.fast_encoder import FastLayer, attention_kind, fast_encoder, set_native_attention
 from tests.fixtures_deberta import TINY_DEBERTA
 from tests.test_fast_deberta import ATOL, SMALL_BUCKETS, ragged
 
@@ -118,19 +120,25 @@ def test_the_kernel_built_for_avx2_only_gives_the_same_numbers(tmp_path: Path) -
         assert not re.search(r"%zmm|%k[1-7]\b|%[xy]mm(1[6-9]|2[0-9]|3[01])\b", listing)
 
 
+def spy_kernel(monkeypatch: pytest.MonkeyPatch, kind: type = FastLayer) -> list[tuple[torch.dtype, ...]]:
+    """The dtypes of q, k and v each time a layer of `kind` calls the compiled attention."""
+    seen: list[tuple[torch.dtype, ...]] = []
+    kernel = kind.kernel
+
+    def spy(self: FastLayer, *args: object) -> object:
+        op = kernel(self, *args)
+        return None if op is None else lambda *a: seen.append(tuple(t.dtype for t in a[:3])) or op(*a)
+
+    monkeypatch.setattr(kind, "kernel", spy)
+    return seen
+
+
 @needs_compiler
 def test_under_bf16_autocast_the_kernel_computes_the_attention_in_float32(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     lean, model = encoder(hidden_size=128, num_attention_heads=2)
-    seen: list[tuple[torch.dtype, ...]] = []
-    kernel = FastDebertaLayer.kernel
-
-    def spy(self: FastDebertaLayer, *args: object) -> object:
-        op = kernel(self, *args)
-        return None if op is None else lambda *a: seen.append(tuple(t.dtype for t in a[:3])) or op(*a)
-
-    monkeypatch.setattr(FastDebertaLayer, "kernel", spy)
+    seen = spy_kernel(monkeypatch, FastDebertaLayer)
     ids, mask = ragged([64, 17, 130], seed=2)
     real = mask.bool()
     with torch.inference_mode():
@@ -166,6 +174,90 @@ def test_first_only_and_switched_off_layers_do_not_use_the_kernels() -> None:
     set_native_attention(lean, False)
     assert layer.kernel(q32, False, index) is None
     assert layer.fused(x32) is None
+
+
+def bert(seed: int = 3) -> tuple[torch.nn.Module, BertModel]:
+    """A BERT encoder with MiniLM's head size (32) on the lean path, and Hugging Face's modules."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=300,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=300,
+    )
+    model = BertModel(config).eval()
+    return fast_encoder(config, model.state_dict()), model
+
+
+@needs_compiler
+def test_bert_layers_use_the_kernel_and_equal_pytorchs_attention_and_hugging_face(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lean, model = bert()
+    seen = spy_kernel(monkeypatch)
+    for lengths in ([1, 3, 9], [64, 17], [65, 130, 2], [200, 7, 140]):
+        ids, mask = ragged(lengths, seed=len(lengths))
+        real = mask.bool()
+        with torch.inference_mode():
+            set_native_attention(lean, True)
+            ours = lean(ids, mask)
+            set_native_attention(lean, False)
+            pytorch = lean(ids, mask)
+            theirs = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        np.testing.assert_allclose(ours[real].numpy(), pytorch[real].numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours[real].numpy(), theirs[real].numpy(), atol=1e-5)
+    assert seen and set(seen) == {(torch.float32,) * 3}, "the compiled attention never ran"
+    assert attention_kind(lean) == "PyTorch"
+    set_native_attention(lean, True)
+    assert attention_kind(lean) == "compiled"
+
+
+@needs_compiler
+def test_bert_layers_under_bf16_autocast_compute_the_attention_in_float32(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(FEATURES_ENV, "avx512_bf16")  # no AMX (an AMX Xeon runs PyTorch's bf16 attention)
+    lean, model = bert(seed=4)
+    seen = spy_kernel(monkeypatch)
+    ids, mask = ragged([64, 17, 130], seed=2)
+    real = mask.bool()
+    with torch.inference_mode():
+        theirs = model(input_ids=ids, attention_mask=mask).last_hidden_state[real]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = lean(ids, mask)
+            set_native_attention(lean, False)
+            pytorch = lean(ids, mask)
+    assert ours.dtype == pytorch.dtype  # what autocast's LayerNorm leaves, either way
+    assert seen and set(seen) == {(torch.float32,) * 3}  # bf16 projections, float32 scores
+    error = float((ours[real].float() - theirs).abs().mean())
+    bf16_error = float((pytorch[real].float() - theirs).abs().mean())
+    assert error < 0.05 and error <= bf16_error * 1.05
+
+
+def test_a_bert_layer_takes_the_kernel_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FEATURES_ENV, "avx512_bf16")  # an AMD EPYC (Zen 4): no AMX
+    lean, _ = bert()
+    layer = lean.layers[0]
+    q32 = torch.zeros(1, 2, 5, 32)
+    expected = native.deberta_attention()  # None without a compiler: PyTorch's attention everywhere
+    assert layer.kernel(q32, False) is expected
+    assert layer.kernel(q32.bfloat16(), False) is expected
+    assert layer.kernel(q32.double(), False) is None  # float64 is not narrowed to float32
+    assert layer.kernel(q32, True) is None  # the last layer's first token only
+    assert layer.kernel(torch.zeros(1, 2, 4097, 32), False) is None  # wider than its buffer allows
+    kind = "compiled" if expected is not None else "PyTorch"
+    assert attention_kind(lean, torch.bfloat16) == kind
+    monkeypatch.setenv(FEATURES_ENV, "amx_tile amx_bf16 avx512_bf16")  # an AMX Xeon
+    assert layer.kernel(q32.bfloat16(), False) is None  # PyTorch's bf16 attention runs on the tiles
+    assert attention_kind(lean, torch.bfloat16) == "PyTorch"
+    assert layer.kernel(q32, False) is expected
+    assert attention_kind(lean, torch.float32) == kind
+    deberta, _ = encoder()  # DeBERTa's layers take the kernel under autocast on AMX too
+    assert attention_kind(deberta, torch.bfloat16) == kind
+    set_native_attention(lean, False)
+    assert layer.kernel(q32, False) is None
 
 
 def run_build(cache: Path, **env: str) -> subprocess.Popen:
@@ -247,7 +339,7 @@ def test_without_a_compiler_pytorchs_ops_run_and_the_log_says_why(tmp_path: Path
     done = subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip()) < ATOL
-    assert "Native DeBERTa attention not available" in done.stderr and "no-such-compiler" in done.stderr
+    assert "Compiled attention kernels not available" in done.stderr and "no-such-compiler" in done.stderr
     assert libraries(tmp_path) == []
 
 

@@ -272,6 +272,28 @@ def test_summary_says_how_a_deberta_run_on_cpu_computed_its_attention(
     assert '"attention_by_worker"' in render(summary)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "native"),
+    [pytest.param("bfloat16", True, marks=needs_compiler), ("float32", False)],
+    ids=["bf16-compiled", "pytorch"],
+)
+def test_summary_says_how_a_bert_run_on_cpu_computed_its_attention(
+    make_config, docs_dir: Path, tmp_path: Path, tiny_fineweb: Path, dtype: str, native: bool
+) -> None:
+    cfg = make_config(
+        f"dataset.path={docs_dir}",
+        "classifier=fineweb_edu",
+        f"classifier.fineweb_edu.model={tiny_fineweb}",
+        f"inference.dtype={dtype}",
+        f"inference.native_attention={str(native).lower()}",
+    )
+    pipeline.run(cfg, run_dir=str(tmp_path / "run"))
+    engine = json.loads((tmp_path / "run" / "summary.json").read_text())["classifiers"]["fineweb_edu"]
+    amx = "amx_bf16" in cpu_numerics().flags  # there bf16 attention stays PyTorch's, on the tiles
+    compiled = native and not (amx and dtype != "float32")
+    assert engine["dtype"] == dtype and engine["attention"] == ("compiled" if compiled else "PyTorch")
+
+
 def test_a_partition_with_no_text_to_classify_loads_no_model_for_its_numerics(
     deberta_ckpts: dict[str, Path],
 ) -> None:

@@ -33,7 +33,7 @@ from curator.inference.numerics import numerics_label, worker_name
 from curator.inference.simulated import SimulatedModel
 from curator.inference.simulated import refuse_generation as refuse_simulated
 from curator.inference.tokens import tokenize_windows
-from curator.models.fast_deberta import attention_kind, set_native_attention
+from curator.models.fast_encoder import attention_kind, set_native_attention
 from curator.models.hub import resolve_model
 from curator.models.limits import absolute_position_limit, reference_max_length
 
@@ -409,7 +409,7 @@ class DistributedDataClassifier:
         used = {"dtype": numerics_label(autocast, quantize), "worker": worker_name()}
         # never loaded for this: a partition with no text to classify ran no model
         model = cache.loaded(self._model_cache_key()) if device.type == "cpu" else None
-        if model is not None and (kind := attention_kind(model)):
+        if model is not None and (kind := attention_kind(model, autocast or torch.float32)):
             used["attention"] = kind  # lean DeBERTa: compiled here, or PyTorch's ops (no compiler)
         return used
 

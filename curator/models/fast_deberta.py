@@ -45,7 +45,6 @@ from curator.models.fast_encoder import (
     uninitialised,
 )
 from curator.models.fast_encoder import LAYER_PARTS as BERT_LAYER_PARTS
-from curator.models.native import deberta_attention
 from curator.models.native import kernels as native_kernels
 from curator.models.weights import IGNORABLE_SUFFIXES
 
@@ -56,8 +55,6 @@ POSITION_TERMS = {"c2p", "p2c"}  # content → position, position → content
 # n + BLOCK - 1 relative distances, not 2n - 1 (512 tokens: 3x faster than one 48 MiB product, AMX Xeon)
 BLOCK = 128
 REL_NORMS = {"layer_norm", "none"}
-KERNEL_WIDTH = 4096  # the compiled attention keeps an n x n float32 buffer per thread: 64 MiB here
-WIDENED = (torch.float32, torch.bfloat16, torch.float16)  # q, k, v the kernel takes (widened to float32)
 
 
 def position_terms(config: Any) -> list[str]:
@@ -172,6 +169,7 @@ class FastDebertaLayer(FastLayer):
         self.head_size = hidden // self.heads
         self.terms = position_terms(config)
         self.relative = getattr(config, "relative_attention", False)
+        self.compiled = self.relative and bool(self.terms)  # PyTorch's attention without position terms
         self.scale = 1.0 / math.sqrt(self.head_size * (1 + len(self.terms)))  # HF divides by this too
         self.share_key = getattr(config, "share_att_key", False)
         if self.relative and not self.share_key:
@@ -182,7 +180,6 @@ class FastDebertaLayer(FastLayer):
         # [heads, 2 x span, head_size] position keys/queries, pre-scaled: set by `prepare` after loading
         self.register_buffer("pos_key", None, persistent=False)
         self.register_buffer("pos_query", None, persistent=False)
-        self.native = True  # the compiled attention where it applies (`set_native_attention`)
 
     @torch.no_grad()
     def prepare(self, rel: torch.Tensor) -> None:
@@ -247,13 +244,16 @@ class FastDebertaLayer(FastLayer):
         )
         return key_table, query_table
 
-    def kernel(self, q: torch.Tensor, first_only: bool, index: torch.Tensor | None) -> Callable | None:
-        """The compiled attention where it applies: every query, on CPU, position terms on (bf16 q, k and
-        v under autocast too: it computes in float32)."""
-        applies = self.native and not first_only and self.relative and index is not None and bool(self.terms)
-        if not applies or q.dtype not in WIDENED or q.device.type != "cpu" or q.shape[2] > KERNEL_WIDTH:
+    def wants_kernel(self, dtype: torch.dtype) -> bool:
+        """Any dtype the kernel takes, AMX or not: under bf16 autocast PyTorch's position ops cost more
+        than float32 scores built in cache (AMD EPYC, 1.09-1.26x)."""
+        return True
+
+    def kernel(self, q: torch.Tensor, first_only: bool, index: torch.Tensor | None = None) -> Callable | None:
+        """The compiled attention where BERT's applies and the position terms are on."""
+        if not self.compiled or index is None:
             return None
-        return deberta_attention()
+        return super().kernel(q, first_only)
 
     def fused(self, x: torch.Tensor) -> Any | None:
         """The compiled bias + GELU and residual + LayerNorm steps where they apply: float32 on CPU
@@ -300,22 +300,6 @@ class FastDebertaLayer(FastLayer):
             bias[..., padded].masked_fill_(~keep[..., padded], float("-inf"))
         mask = keep if bias is None else bias
         return self.finish(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale), x)
-
-
-def set_native_attention(model: nn.Module, enabled: bool) -> None:
-    """Use (or not) the compiled attention in every lean DeBERTa layer of `model`."""
-    for part in model.modules():
-        if isinstance(part, FastDebertaLayer):
-            part.native = enabled
-
-
-def attention_kind(model: nn.Module) -> str | None:
-    """How `model`'s lean DeBERTa layers compute attention in float32 on CPU, for the summary:
-    'compiled' or 'PyTorch' (no compiler, or switched off); None for a model without them."""
-    layers = [m for m in model.modules() if isinstance(m, FastDebertaLayer) and m.relative and m.terms]
-    if not layers:
-        return None
-    return "compiled" if layers[0].native and deberta_attention() is not None else "PyTorch"
 
 
 class FastDebertaEncoder(nn.Module):
