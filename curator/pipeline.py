@@ -341,6 +341,7 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     check_columns(cfg, classifiers, check_text_fields(files, classifiers, cfg.classifier))
     parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
     outputs = output_types(classifiers)
+    text_columns = tuple(dict.fromkeys(clf.text_field for clf in classifiers))
     attributes = cfg.output.content == "attributes"
     keep_column = KEEP_COLUMN if attributes and flt.active else None
     if keep_column in outputs:
@@ -354,6 +355,7 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         cfg.dataset.id_field,
         cfg.dataset.invalid_text,
         only=[cfg.dataset.id_field] if attributes else None,
+        text_columns=text_columns,
     )
     if attributes:
         schema = attribute_schema(schema, cfg.dataset.id_field, outputs, keep_column)
@@ -373,11 +375,14 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
         tuple(classifiers),
         flt,
         target,
-        cfg.dataset.text_field,
+        # the reader quarantines rows without it only where a classifier reads it (not when every
+        # classifier has its own classifier.<name>.text_field)
+        cfg.dataset.text_field if cfg.dataset.text_field in text_columns else None,
         cfg.dataset.id_field,
         reader,
         cfg.dataset.invalid_text,
         attributes=mix_source(cfg),
+        text_columns=text_columns,
     )
     with own_output(root, out_options):  # marker + lock: a second run on this folder stops here
         manifest = open_manifest(root, settings, cfg.output.mode, out_options)

@@ -52,11 +52,12 @@ class Work:
     classifiers: tuple[DistributedDataClassifier, ...]
     flt: Filter
     target: OutputTarget
-    text_field: str
+    text_field: str | None  # dataset.text_field, where a classifier reads it
     id_field: str
     reader: Callable[..., pd.DataFrame] = read_file  # dataset.backend's partition reader
     invalid_text: str = "quarantine"  # dataset.invalid_text
     attributes: str | None = None  # task=mix: the attribute folder whose columns replace the classifiers
+    text_columns: tuple[str, ...] = ()  # every classifier's text field: read as text where stored as bytes
 
 
 def output_types(classifiers: Sequence[DistributedDataClassifier]) -> dict[str, Any]:
@@ -80,7 +81,12 @@ def read(parts: Sequence[Part], first_lines: Sequence[int], work: Work) -> list[
     frames = []
     for part, first in zip(parts, first_lines, strict=True):
         frame = work.reader(
-            part, work.text_field, work.id_field, first_line=first, invalid_text=work.invalid_text
+            part,
+            work.text_field,
+            work.id_field,
+            first_line=first,
+            invalid_text=work.invalid_text,
+            text_columns=work.text_columns,
         )
         check_columns(frame, part, work.classifiers)
         frames.append(frame)

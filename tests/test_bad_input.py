@@ -335,6 +335,67 @@ def test_invalid_utf8_in_dictionary_nested_and_view_columns_quarantines_rows_not
     assert nested["record"]["n"] == 5  # the rest of the row is kept with the reason
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_text_stored_as_binary_is_read_as_utf8_and_bad_bytes_quarantine_their_row(
+    make_config, tmp_path: Path, fmt: str
+) -> None:
+    """Writers that store strings as Parquet BINARY without the UTF8 annotation (Spark's
+    `binaryAsString` case, older Hive and Impala tables) gave every row "text field is bytes, not a
+    string": the text column is decoded as UTF-8, other binary columns stay bytes."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    encoded = [TEXTS[0].encode(), b"bad \xff text", None, TEXTS[1].encode()]
+    pq.write_table(
+        pa.table({"text": pa.array(encoded, pa.binary()), "blob": [b"\x00\x01", b"", b"\xff", None]}),
+        folder / "binary.parquet",
+    )
+    pq.write_table(pa.table({"text": pa.array(encoded[:1], pa.large_binary())}), folder / "large.parquet")
+    pq.write_table(
+        pa.table({"text": pa.array([TEXTS[2].encode()], pa.binary_view())}), folder / "view.parquet"
+    )
+    pq.write_table(pa.table({"text": TEXTS[3:4]}), folder / "plain.parquet")
+    summary = pipeline.run(make_config(f"dataset.path={folder}", "dataset=parquet", f"output.format={fmt}"))
+    adds_up(summary)
+    assert (summary["read"], summary["written"], summary["quarantined"]) == (7, 5, 2)
+    out = tmp_path / "out"
+    bad, null = quarantine(out, "binary")
+    assert bad["line"] == 1 and "invalid UTF-8 in field 'text' at byte 4" in bad["reason"]
+    assert base64.b64decode(bad["fields_base64"]["text"]) == b"bad \xff text"
+    assert null["line"] == 2 and "is null" in null["reason"]
+    if fmt == "parquet":
+        table = pq.read_table(out / "binary.parquet")
+        assert pa.types.is_string(table.schema.field("text").type) or pa.types.is_large_string(
+            table.schema.field("text").type
+        )
+        assert table.column("text").to_pylist() == [TEXTS[0], TEXTS[1]]
+        assert table.column("domain_pred").null_count == 0  # classified, as text
+        assert table.column("blob").to_pylist() == [b"\x00\x01", None]  # not text: still bytes
+        assert pq.read_table(out / "view.parquet").column("text").to_pylist() == [TEXTS[2]]
+    else:
+        rows = read_lines(out / "binary.jsonl") + read_lines(out / "large.jsonl")
+        assert [r["text"] for r in rows] == [TEXTS[0], TEXTS[1], TEXTS[0]]
+    labels = [
+        r for name in ("binary", "large", "view", "plain") for r in summary["per_file"] if name in r["input"]
+    ]
+    assert all(unit["written"] >= 1 for unit in labels)
+
+
+def test_a_classifiers_own_text_field_stored_as_binary_is_read_as_utf8(make_config, tmp_path: Path) -> None:
+    """Also: with every classifier on its own text field, records without dataset.text_field ('text',
+    absent here) were quarantined as "missing text field 'text'", though no classifier reads it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    body = pa.array([t.encode() for t in TEXTS[:3]], pa.binary())
+    pq.write_table(pa.table({"title": ["a", "b", "c"], "body": body}), folder / "p.parquet")
+    summary = pipeline.run(
+        make_config(
+            f"dataset.path={folder}", "dataset=parquet", "classifier.zero_shot_domain.text_field=body"
+        )
+    )
+    assert (summary["written"], summary["quarantined"]) == (3, 0)
+    assert pq.read_table(tmp_path / "out" / "p.parquet").column("body").to_pylist() == TEXTS[:3]
+
+
 # ---- values the writer cannot hold ---------------------------------------------------------------
 def test_parquet_types_round_trip_exactly(make_config, tmp_path: Path) -> None:
     folder = tmp_path / "in"

@@ -257,7 +257,11 @@ def object_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def read_parquet(
-    spec: InputFile | Part, text_field: str | None, limit: int | None = None, invalid_text: str = "quarantine"
+    spec: InputFile | Part,
+    text_field: str | None,
+    limit: int | None = None,
+    invalid_text: str = "quarantine",
+    text_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """A Parquet file (or some of its row groups) as a partition; columns keep their Arrow types exactly."""
     part = as_part(spec)
@@ -274,7 +278,7 @@ def read_parquet(
             table = (
                 pa.Table.from_batches([batch]) if batch is not None else parquet.schema_arrow.empty_table()
             )
-    return _table_frame(table, part, text_field, invalid_text)
+    return _table_frame(table, part, text_field, invalid_text, text_columns)
 
 
 ARROW_FILE_MAGIC = b"ARROW1"  # the Arrow IPC file format starts with it; the streaming format does not
@@ -288,7 +292,11 @@ def open_arrow(handle: Any) -> pa.ipc.RecordBatchStreamReader | pa.ipc.RecordBat
 
 
 def read_arrow(
-    spec: InputFile | Part, text_field: str | None, limit: int | None = None, invalid_text: str = "quarantine"
+    spec: InputFile | Part,
+    text_field: str | None,
+    limit: int | None = None,
+    invalid_text: str = "quarantine",
+    text_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """An Arrow IPC file (a `datasets.save_to_disk` data-*.arrow file, a .feather file) as a partition,
     exactly as Parquet: Arrow types kept, rows numbered from 0, bad text marked."""
@@ -310,7 +318,7 @@ def read_arrow(
         table = pa.Table.from_batches(kept, schema=reader.schema)
     if limit is not None:
         table = table.slice(0, limit)
-    return _table_frame(table.replace_schema_metadata(None), part, text_field, invalid_text)
+    return _table_frame(table.replace_schema_metadata(None), part, text_field, invalid_text, text_columns)
 
 
 def repeated_columns(names: Sequence[str], path: str) -> str | None:
@@ -324,10 +332,14 @@ def repeated_columns(names: Sequence[str], path: str) -> str | None:
     )
 
 
-def _table_frame(table: pa.Table, part: Part, text_field: str | None, invalid_text: str) -> pd.DataFrame:
-    """An Arrow table as a partition: names escaped, bad text marked, file row numbers as lines."""
+def _table_frame(
+    table: pa.Table, part: Part, text_field: str | None, invalid_text: str, text_columns: Sequence[str] = ()
+) -> pd.DataFrame:
+    """An Arrow table as a partition: names escaped, text stored as bytes decoded, bad text marked, file
+    row numbers as lines."""
     table = table.rename_columns([escape(c) for c in table.column_names])
     table = _without_views(table)
+    table = _binary_as_text(table, {escape(c) for c in (text_field, *text_columns) if c is not None})
     table, errors, raws, repaired = _check_utf8(table, invalid_text)
     frame = table.to_pandas(types_mapper=pd.ArrowDtype)  # exact round trip: maps, decimals, int8 with nulls
     if text_field is not None:
@@ -395,6 +407,21 @@ def _without_views(table: pa.Table) -> pa.Table:
     return table
 
 
+# a text column Parquet stores as BINARY without the UTF8 annotation (Spark's `binaryAsString` case;
+# older Hive and Impala tables): the same bytes viewed as text
+BINARY_TEXT = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string()}
+
+
+def _binary_as_text(table: pa.Table, names: set[str]) -> pa.Table:
+    """The columns in `names` (the classifiers' text fields) that hold bytes, as strings: a view, not a
+    copy; `_check_utf8` then marks (or repairs) the rows that are not UTF-8. Other binary columns stay."""
+    for index, field in enumerate(table.schema):
+        if field.name in names and (kind := BINARY_TEXT.get(field.type)) is not None:
+            column = pa.chunked_array([chunk.view(kind) for chunk in table.column(index).chunks], type=kind)
+            table = table.set_column(index, field.with_type(kind), column)
+    return table
+
+
 def _without_invalid_rows(column: pa.ChunkedArray) -> tuple[pa.Array, list[int]]:
     """A nested column with the rows whose values hold invalid UTF-8 made null, and those rows."""
     values = column.combine_chunks()
@@ -423,11 +450,13 @@ def read_file(
     limit: int | None = None,
     first_line: int = 1,
     invalid_text: str = "quarantine",
+    text_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One input file or part as a partition, with a stable id on every row (the input's, else `name:line`).
 
     Ids and line numbers are the whole file's, so they do not depend on how a file is split. With
-    `id_field` None no ids are made (the columns are the file's own).
+    `id_field` None no ids are made (the columns are the file's own). `text_field` and `text_columns`
+    (other classifiers' text fields) stored as bytes in Parquet or Arrow are read as UTF-8 text.
     """
     if invalid_text not in INVALID_TEXT:
         raise ConfigError(f"dataset.invalid_text={invalid_text!r}: choose one of {', '.join(INVALID_TEXT)}.")
@@ -435,9 +464,9 @@ def read_file(
     if part.format == "jsonl":
         frame = read_jsonl(part, text_field, limit, first_line, invalid_text)
     elif part.format == "arrow":
-        frame = read_arrow(part, text_field, limit, invalid_text)
+        frame = read_arrow(part, text_field, limit, invalid_text, text_columns)
     else:
-        frame = read_parquet(part, text_field, limit, invalid_text)
+        frame = read_parquet(part, text_field, limit, invalid_text, text_columns)
     return frame if id_field is None else fill_ids(frame, part.file.stem, escape(id_field))
 
 

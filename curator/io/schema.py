@@ -16,7 +16,7 @@ from curator.columns import ERROR_COLUMN, data_columns, unescape
 from curator.errors import ConfigError
 from curator.io.files import output_format
 from curator.io.paths import open_url
-from curator.io.readers import VIEWS, is_text, open_arrow, read_file, repeated_columns
+from curator.io.readers import BINARY_TEXT, VIEWS, is_text, open_arrow, read_file, repeated_columns
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,13 @@ def file_schema(file: Any) -> pa.Schema:
         return pq.ParquetFile(handle).schema_arrow.remove_metadata()
 
 
-def footer_schema(files: Sequence[Any]) -> pa.Schema:
+def footer_schema(files: Sequence[Any], text_columns: Sequence[str] = ()) -> pa.Schema:
     """The unified schema of Parquet and Arrow inputs, from their footers or headers alone (int64 with
     double: double)."""
     schemas = []
     for file in files:
         try:
-            schema = as_read(file_schema(file))
+            schema = as_read(file_schema(file), text_columns)
         except (OSError, pa.ArrowException) as err:  # the unit fails on its own later, naming the file
             log.warning(
                 "Cannot read the schema of %s (%s): it does not shape the run's schema", file.path, err
@@ -115,15 +115,19 @@ def footer_schema(files: Sequence[Any]) -> pa.Schema:
         ) from err
 
 
-def as_read(schema: pa.Schema) -> pa.Schema:
-    """A footer's schema with the column types the reader hands on: view types as large ones, and
-    dictionary-encoded text as text (one file's dictionary column and another's plain one then unify)."""
+def as_read(schema: pa.Schema, text_columns: Sequence[str] = ()) -> pa.Schema:
+    """A footer's schema with the column types the reader hands on: view types as large ones,
+    dictionary-encoded text as text (one file's dictionary column and another's plain one then unify),
+    and the text columns (`text_columns`) that one writer stored as bytes as text."""
     fields = []
     for field in schema:
         kind = field.type
         if pa.types.is_dictionary(kind) and is_text(kind.value_type):
             kind = kind.value_type
-        fields.append(field.with_type(VIEWS.get(kind, kind)))
+        kind = VIEWS.get(kind, kind)
+        if field.name in text_columns:
+            kind = BINARY_TEXT.get(kind, kind)
+        fields.append(field.with_type(kind))
     return pa.schema(fields, metadata=schema.metadata)
 
 
@@ -151,15 +155,17 @@ def plan_schema(
     id_field: str,
     invalid_text: str,
     only: Sequence[str] | None = None,
+    text_columns: Sequence[str] = (),
 ) -> pa.Schema | None:
     """The run's Parquet schema, when any unit writes Parquet: Parquet footers, then sampled JSONL records
-    (of the columns in `only`, when given: attribute files hold only the id)."""
+    (of the columns in `only`, when given: attribute files hold only the id); `text_columns`, the
+    classifiers' text fields, as text even where a file stores them as bytes."""
 
     written = [f for f in files if output_format(out_format, f.format) == "parquet"]
     if not written:
         return None
     parquet = [f for f in written if f.format != "jsonl"]  # Parquet and Arrow: typed columns
-    inputs = [footer_schema(parquet)] if parquet else []
+    inputs = [footer_schema(parquet, text_columns)] if parquet else []
     if parquet and id_field not in inputs[0].names:  # ids the reader makes (`name:row`), first as written
         inputs.insert(0, pa.schema([pa.field(id_field, pa.string())]))
     frames = []
