@@ -116,11 +116,23 @@ class FilterConfig:
 
     column: str | None = None  # label column; None: the first classifier's prediction column
     score_column: str | None = None  # None: the first classifier's score column
-    keep: list[str] | None = None  # keep rows whose label is one of these
-    drop: list[str] | None = None  # drop rows whose label is one of these
+    # keep rows whose label is one of these: a list, or one label (`filter.keep=Sports` as [Sports])
+    keep: Any = None
+    drop: Any = None  # drop rows whose label is one of these (a list, or one label)
     min_score: float | None = None  # keep rows with score >= min_score
     max_score: float | None = None  # keep rows with score <= max_score
     write_filtered: bool = False  # also write filtered-out rows to <output.path>/filtered/
+
+    def __post_init__(self) -> None:
+        """One label as a list of one, and numbers as the label strings they stand for (as list[str]
+        did), so `filter.keep=Sports` and `'filter.keep=[Sports]'` are one setting and one fingerprint;
+        anything else (a mapping, nested lists) is left for the config check to name."""
+        for name in ("keep", "drop"):
+            value = getattr(self, name)
+            if isinstance(value, (str, int, float)):
+                value = [value]
+            if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+                setattr(self, name, [v if isinstance(v, str) else str(v) for v in value])
 
 
 @dataclass

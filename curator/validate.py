@@ -253,7 +253,14 @@ def config_problems(cfg: Config) -> list[str]:
         if bound is not None and not _is_number(bound):
             why = " (NaN keeps no row)" if isinstance(bound, float) and math.isnan(bound) else ""
             problems.append(f"filter.{key}={_show(bound)}: must be a finite number{why}")
-    if flt.keep is not None and not list(flt.keep):  # as the Python API's filter_by=[]
+    for key in ("keep", "drop"):
+        labels = getattr(flt, key)
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(v, str) for v in labels)):
+            problems.append(
+                f"filter.{key}={_show(labels)}: give a label (filter.{key}=Sports) or a list of labels "
+                f"('filter.{key}=[Sports,News]')"
+            )
+    if isinstance(flt.keep, list) and not flt.keep:  # as the Python API's filter_by=[]
         problems.append(
             "filter.keep=[] would keep no row; give at least one label, or null to keep every label"
         )

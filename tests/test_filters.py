@@ -8,8 +8,11 @@ import pytest
 
 from curator.classifiers.zero_shot import ZeroShotClassifier
 from curator.config import FilterConfig
+from curator.errors import ConfigError
 from curator.filters import Filter, build_filter
-from tests.conftest import MINILM
+from curator.pipeline import run_settings
+from curator.validate import check_config
+from tests.conftest import MINILM, compose_config
 
 FRAME = pd.DataFrame({"label": ["Games", "Sports", "News", "Games"], "score": [0.9, 0.4, 0.7, 0.2]})
 
@@ -61,3 +64,20 @@ def test_default_columns_come_from_the_first_classifier_and_can_be_chosen() -> N
 def test_score_filter_without_a_score_column_is_an_error() -> None:
     with pytest.raises(ValueError, match="need a score column"):
         build_filter(FilterConfig(min_score=0.5), [classifier(score=None)])
+
+
+def test_one_label_on_the_command_line_is_a_list_of_one_with_the_same_fingerprint() -> None:
+    """`filter.keep=Sports` stopped at Hydra's "str is not a ListConfig" error."""
+    one = compose_config(["filter.keep=Sports", "filter.drop=News"])
+    listed = compose_config(["filter.keep=[Sports]", "filter.drop=[News]"])
+    assert (one.filter.keep, one.filter.drop) == (["Sports"], ["News"])
+    assert run_settings(one)["filter"] == run_settings(listed)["filter"]
+    flt = build_filter(one.filter, [classifier()])
+    assert flt.mask(FRAME).tolist() == [False, True, False, False]
+    assert compose_config(["filter.keep=[3, 2.5]"]).filter.keep == ["3", "2.5"]  # as list[str] read them
+
+
+@pytest.mark.parametrize("value", ["{a:1}", "[[Sports]]", "[Sports,{a:1}]"])
+def test_a_filter_label_that_is_not_a_label_is_refused_by_name(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"filter.keep=.*give a label \(filter.keep=Sports\) or a list"):
+        check_config(compose_config([f"filter.keep={value}"]))
