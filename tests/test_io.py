@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
+import json
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curator import pipeline
 from curator.classifiers.base import ERROR_COLUMN
 from curator.io.files import discover
 from curator.io.partitions import Part, count_lines, group_parts, parse_blocksize, plan_parts
@@ -161,6 +165,75 @@ def test_zstandard_and_gzip_jsonl_are_read_and_never_split(tmp_path: Path) -> No
     for file in files:
         assert read_file(file, "text", "id")["text"].tolist() == [f"doc {i}" for i in range(50)]
     assert [p.index for p in plan_parts(files, blocksize=64)] == [None, None]
+
+
+def _jsonl_bytes(rows: int, seed: int = 0) -> bytes:
+    """Records of random words: zstd cannot squeeze them into one block, so a cut leaves whole blocks."""
+    rng = np.random.default_rng(seed)
+    words = ["".join(rng.choice(list("abcdefghij"), size=6)) for _ in range(400)]
+    return b"".join(
+        json.dumps({"id": i, "text": " ".join(rng.choice(words, size=40))}).encode() + b"\n"
+        for i in range(rows)
+    )
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.zst", ".jsonl.gz"])
+@pytest.mark.parametrize("keep", [0.05, 0.5, 0.999])
+def test_a_truncated_compressed_file_raises_naming_it_instead_of_reading_short(
+    tmp_path: Path, suffix: str, keep: float
+) -> None:
+    """zstandard's stream reader stops quietly where a file is cut: a half-downloaded .jsonl.zst read
+    as fewer records (or none), and the run reported success."""
+    zstandard = pytest.importorskip("zstandard")
+    data = _jsonl_bytes(3000)
+    packed = zstandard.ZstdCompressor().compress(data) if suffix.endswith("zst") else gzip.compress(data)
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(packed[: int(len(packed) * keep)])
+    [file] = discover(str(path))
+    with pytest.raises(EOFError, match=r"cut\.jsonl\.(zst|gz) is truncated"):
+        read_file(file, "text", "id")
+
+
+def test_zstd_files_of_several_frames_and_checksums_are_read_whole(tmp_path: Path) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    first, second = _jsonl_bytes(1500, seed=1), _jsonl_bytes(1500, seed=2)
+    frames = zstandard.ZstdCompressor(write_checksum=True).compress(first)
+    frames += zstandard.ZstdCompressor(level=19).compress(second)  # `cat a.zst b.zst` is one valid file
+    (tmp_path / "two.jsonl.zst").write_bytes(frames)
+    chunks = io.BytesIO()
+    with zstandard.ZstdCompressor().stream_writer(chunks, closefd=False) as writer:  # many flushed blocks
+        for line in first.splitlines(keepends=True):
+            writer.write(line)
+            writer.flush()
+    (tmp_path / "flushed.jsonl.zst").write_bytes(chunks.getvalue())
+    expected = [json.loads(line)["text"] for line in (first + second).splitlines()]
+    two, flushed = sorted(discover(str(tmp_path)), key=lambda f: f.path, reverse=True)
+    assert read_file(two, "text", "id")["text"].tolist() == expected
+    assert read_file(flushed, "text", "id")["text"].tolist() == expected[:1500]
+
+
+def test_a_truncated_file_fails_its_unit_and_the_others_are_written(make_config, tmp_path: Path) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    whole = zstandard.ZstdCompressor().compress(_jsonl_bytes(20))
+    (folder / "good.jsonl.zst").write_bytes(whole)
+    packed = zstandard.ZstdCompressor().compress(_jsonl_bytes(3000))
+    (folder / "cut.jsonl.zst").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(
+        pipeline.RunFailedError, match=r"1 of 2 unit\(s\) failed: .*cut\.jsonl\.zst is truncated"
+    ):
+        pipeline.run(make_config(f"dataset.path={folder}", "dataset=jsonl"))
+    out = tmp_path / "out"
+    assert (
+        len(
+            zstandard.ZstdDecompressor()
+            .decompress((out / "good.jsonl.zst").read_bytes(), max_output_size=1 << 24)
+            .splitlines()
+        )
+        == 20
+    )
+    assert not (out / "cut.jsonl.zst").exists()
 
 
 # ---- splitting large files, grouping small ones --------------------------------------------------

@@ -7,7 +7,6 @@ with the reason and its offset by default, its original bytes kept for the quara
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -31,6 +30,7 @@ from curator.columns import (
     escape,
 )
 from curator.errors import ConfigError
+from curator.io.compressed import open_lines
 from curator.io.files import InputFile
 from curator.io.partitions import Part, as_part
 from curator.io.paths import open_url
@@ -197,9 +197,7 @@ def read_jsonl(
     spanned = repaired = 0
     utf16 = False  # the file starts with a UTF-16 byte-order mark: every bad line's reason says so
     document = False  # the file starts with a lone [ or {: one JSON document over lines, and reasons say so
-    with open_url(part.path, "rb", part.file.storage_options, compression="infer") as opened:
-        # zstandard's reader has no readline: a buffer gives every decompressor line iteration
-        handle = io.BufferedReader(opened) if part.file.compressed else opened
+    with open_lines(part) as handle:
         position = part.start
         if position:
             handle.seek(position)
