@@ -17,7 +17,11 @@ from fsspec.utils import infer_compression
 
 from curator.io.paths import open_url
 
-CHUNK = 1 << 17  # compressed bytes per read: one zstd block
+CHUNK = 1 << 17  # compressed bytes per read from the source
+# compressed bytes per decompress call: a call returns all it decodes, and a 4-byte zstd block (RLE) can
+# stand for 128 KiB, so this bounds what one call holds in memory (~40 MiB for a file of such blocks;
+# ~4 KiB for ordinary JSONL)
+FEED = 1 << 10
 
 
 class ZstdReader(io.RawIOBase):
@@ -31,7 +35,8 @@ class ZstdReader(io.RawIOBase):
         self.context = zstandard.ZstdDecompressor()
         self.frame = self.context.decompressobj()
         self.in_frame = False  # bytes of an unfinished frame were fed
-        self.pending, self.offset = b"", 0
+        self.pending, self.offset = b"", 0  # decompressed bytes not yet handed on
+        self.compressed, self.fed = b"", 0  # compressed bytes read, and how many were decompressed
         self.ended = False
 
     def readable(self) -> bool:
@@ -41,16 +46,19 @@ class ZstdReader(io.RawIOBase):
         while self.offset >= len(self.pending):
             if self.ended:
                 return 0
-            chunk = self.source.read(CHUNK)
-            if not chunk:
-                if self.in_frame:
-                    raise EOFError(
-                        f"Compressed file ended before the end of its zstd frame: {self.name} is truncated "
-                        "(an incomplete download or copy?)"
-                    )
-                self.ended = True
-                return 0
-            self.pending, self.offset = self._decode(chunk), 0
+            if self.fed >= len(self.compressed):
+                self.compressed, self.fed = self.source.read(CHUNK), 0
+                if not self.compressed:
+                    if self.in_frame:
+                        raise EOFError(
+                            f"Compressed file ended before the end of its zstd frame: {self.name} is "
+                            "truncated (an incomplete download or copy?)"
+                        )
+                    self.ended = True
+                    return 0
+            piece = self.compressed[self.fed : self.fed + FEED]
+            self.fed += len(piece)
+            self.pending, self.offset = self._decode(piece), 0
         size = min(len(buffer), len(self.pending) - self.offset)
         buffer[:size] = memoryview(self.pending)[self.offset : self.offset + size]
         self.offset += size
