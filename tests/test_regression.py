@@ -35,7 +35,9 @@ def test_scores_equal_the_model_card_reference(tiny_fineweb: Path) -> None:
     assert raw.min() < 0 and raw.max() > 5, raw  # the fixture exercises clipping at both ends
     clf = make(tiny_fineweb)
     out = clf.predict(TEXTS)
-    np.testing.assert_allclose(out["fineweb-edu-score"], np.clip(raw, 0, 5), atol=1e-5)
+    # float32 rounding: the compiled attention sums in another order than Hugging Face's modules, and
+    # this head's scaled-up weights (scores over [-1, 6]) carry differences of up to ~3e-5 to the score
+    np.testing.assert_allclose(out["fineweb-edu-score"], np.clip(raw, 0, 5), atol=1e-4)
     card = [int(round(max(0, min(s, 5)))) for s in raw]  # noqa: RUF046 (the card's own expression)
     assert list(out["fineweb-edu-score-int"]) == card
     assert clf.last_stats.batches > 1
