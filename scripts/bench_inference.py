@@ -7,11 +7,12 @@ weights (random 26-way head):
 - naive: input order, fixed batches of 32 (also 1 and 128 for context), padding="longest",
   truncation at 512 — what people write by hand;
 - engine: this project's sorted, token-budget batcher in-process (also in bfloat16, with int8, with
-  prefetch, with Hugging Face's modules instead of the fast BERT forward, and at other token budgets
-  with --budgets);
+  prefetch, with Hugging Face's modules instead of the fast BERT forward, with PyTorch's attention
+  instead of the compiled kernel in float32 and bfloat16, and at other token budgets with --budgets);
 - end to end: `python run.py` (read → classify → write) on the same corpus as JSONL files, with
-  `inference.dtype=float32` and with the default `auto` (bf16 where the CPU has native bf16), with a
-  worker process (the default) and with a thread worker (no worker start-up: imports, model load);
+  `inference.dtype=float32` and with the default `auto` (bf16 where the CPU has native bf16), `auto`
+  with PyTorch's attention (`inference.native_attention=false`), with a worker process (the default)
+  and with a thread worker (no worker start-up: imports, model load);
 - DeBERTa (`--deberta-docs`, 0 to skip): a deberta-v3-base-shaped domain classifier (12 layers,
   hidden 768, 12 heads, relative attention with 256 position buckets; random weights, the vocabulary
   cut to MiniLM's tokenizer, which changes no compute) on the first documents of the same corpus:
