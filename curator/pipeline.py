@@ -41,7 +41,7 @@ from curator.io.writers import OutputTarget, atomic_write
 from curator.progress import Progress
 from curator.report import COUNTS, format_summary, merge_examples, save_summary, summarise
 from curator.report_html import render, save_html_report
-from curator.stages import KEEP_COLUMN, Work, output_types
+from curator.stages import KEEP_COLUMN, Work, output_types, text_fields
 from curator.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def check_text_fields(
     columns: list[list[str] | None] = []
     unusable: dict[str, str] = {}  # file → why its head cannot be read, or why none of it is usable
     empty: set[str] = set()  # files whose head holds no record (blank lines only, no rows)
-    for field in dict.fromkeys(clf.text_field for clf in classifiers):
+    for field in text_fields(classifiers):
         for i, file in enumerate(files):
             if i == len(columns):  # read each file's head at most once, and only as far as needed
                 columns.append(_head_columns(file, unusable, empty))
@@ -341,7 +341,7 @@ def run(cfg: Config, run_dir: str | None = None) -> dict[str, Any]:
     check_columns(cfg, classifiers, check_text_fields(files, classifiers, cfg.classifier))
     parts = plan_parts(files, parse_blocksize(cfg.dataset.blocksize))
     outputs = output_types(classifiers)
-    text_columns = tuple(dict.fromkeys(clf.text_field for clf in classifiers))
+    text_columns = text_fields(classifiers)
     attributes = cfg.output.content == "attributes"
     keep_column = KEEP_COLUMN if attributes and flt.active else None
     if keep_column in outputs:

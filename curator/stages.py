@@ -65,6 +65,11 @@ def output_types(classifiers: Sequence[DistributedDataClassifier]) -> dict[str, 
     return {column: kind for clf in classifiers for column, kind in clf.output_types().items()}
 
 
+def text_fields(classifiers: Sequence[DistributedDataClassifier]) -> tuple[str, ...]:
+    """The text fields the run's classifiers read, each once, in classifier order."""
+    return tuple(dict.fromkeys(clf.text_field for clf in classifiers))
+
+
 # ---- read --------------------------------------------------------------------------------------
 def check_columns(frame: pd.DataFrame, part: Part, classifiers: Sequence[DistributedDataClassifier]) -> None:
     """Refuse a unit whose input has a column a classifier would write (it would be overwritten)."""
@@ -99,7 +104,7 @@ def classify(
 ) -> list[pd.DataFrame]:
     """Classify the texts of several partitions as one (one length sort, full batches), then hand each
     its own prediction columns; input columns are never concatenated, so their dtypes stay as read."""
-    fields = list(dict.fromkeys(clf.text_field for clf in classifiers))
+    fields = list(text_fields(classifiers))
     texts = pd.concat(
         [f.reindex(columns=[*fields, ERROR_COLUMN, STAGE_COLUMN]).astype(object) for f in frames],
         ignore_index=True,
